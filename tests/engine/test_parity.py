@@ -1,0 +1,71 @@
+"""vLLM (CPU, float32) against the float64 reference on the tiny checkpoint: greedy tokens
+identical and per-token logprobs within 1e-4, under every scheduling path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vllm_sambay.parity import ParityReport, compare, default_prompts, run_vllm
+
+pytestmark = pytest.mark.engine
+
+MAX_TOKENS = 32
+LOGPROB_TOL = 1e-4
+
+
+def check(reference, prompts, results) -> ParityReport:
+    pairs = zip(prompts, results, strict=True)
+    report = ParityReport([compare(reference, p, toks, lps) for p, (toks, lps, _) in pairs])
+    for prompt, (tokens, _, _) in zip(prompts, results, strict=True):
+        expected, _ = reference.greedy_generate(prompt, MAX_TOKENS)
+        assert tokens == expected, f"greedy tokens differ for a {len(prompt)}-token prompt"
+    assert report.token_agreement == 1.0, report.to_dict()
+    assert report.max_logprob_error < LOGPROB_TOL, report.to_dict()
+    print(f"\nparity: agreement {report.token_agreement:.3f}, max logprob error {report.max_logprob_error:.2e}")
+    return report
+
+
+@pytest.fixture(scope="module")
+def prompts(tiny_config):
+    ps = default_prompts(tiny_config.vocab_size, tiny_config.sliding_window)
+    assert max(map(len, ps)) > 3 * tiny_config.sliding_window
+    return ps
+
+
+def test_defaults_chunked_prefill_and_prefix_caching_on(tiny_checkpoint, reference, prompts, make_engine):
+    with make_engine(tiny_checkpoint) as llm:
+        assert llm.llm_engine.vllm_config.cache_config.enable_prefix_caching
+        check(reference, prompts, run_vllm(llm, prompts, MAX_TOKENS))
+
+
+@pytest.mark.parametrize("prefix_caching", [True, False], ids=["prefix-cache", "no-prefix-cache"])
+def test_prefill_split_into_chunks(tiny_checkpoint, reference, prompts, make_engine, prefix_caching):
+    budget = 32
+    assert max(map(len, prompts)) > 2 * budget  # the long prompts take several steps
+    with make_engine(
+        tiny_checkpoint, max_num_batched_tokens=budget, max_num_seqs=4, enable_prefix_caching=prefix_caching
+    ) as llm:
+        check(reference, prompts, run_vllm(llm, prompts, MAX_TOKENS))
+
+
+def test_prefix_cache_hits_give_the_same_tokens(tiny_checkpoint, reference, tiny_config, make_engine):
+    g = torch.Generator().manual_seed(1)
+    shared = torch.randint(10, tiny_config.vocab_size, (150,), generator=g).tolist()
+    prompts = [shared + torch.randint(10, tiny_config.vocab_size, (n,), generator=g).tolist() for n in (1, 7, 40)]
+    with make_engine(tiny_checkpoint, enable_prefix_caching=True) as llm:
+        first = run_vllm(llm, prompts, MAX_TOKENS)
+        second = run_vllm(llm, prompts, MAX_TOKENS)
+    check(reference, prompts, first)
+    check(reference, prompts, second)
+    assert all(cached > 0 for _, _, cached in second), "second round did not hit the prefix cache"
+
+
+@pytest.mark.parametrize("prefix_caching", [True, False], ids=["prefix-cache", "no-prefix-cache"])
+def test_requests_queue_behind_a_small_batch(tiny_checkpoint, reference, tiny_config, make_engine, prefix_caching):
+    prompts = default_prompts(tiny_config.vocab_size, tiny_config.sliding_window, seed=2)
+    prompts += default_prompts(tiny_config.vocab_size, tiny_config.sliding_window, seed=3)[:2]
+    with make_engine(
+        tiny_checkpoint, max_num_seqs=2, max_num_batched_tokens=64, enable_prefix_caching=prefix_caching
+    ) as llm:
+        check(reference, prompts, run_vllm(llm, prompts, MAX_TOKENS))

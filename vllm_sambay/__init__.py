@@ -1,0 +1,36 @@
+"""vLLM plugin for SambaY (Phi-4-mini-flash-reasoning, ``Phi4FlashForCausalLM``).
+
+vLLM calls :func:`register` in every process it starts (entry point group
+``vllm.general_plugins``). It must stay cheap and idempotent: the model class is registered as a
+lazy ``"module:Class"`` string so that no CUDA or heavy vLLM import happens here.
+"""
+
+from __future__ import annotations
+
+from .config import ARCHITECTURE, MODEL_TYPE, Phi4FlashConfig
+
+__all__ = ["Phi4FlashConfig", "register", "register_config"]
+__version__ = "0.1.0"
+
+MODEL_CLASS = "vllm_sambay.model:Phi4FlashForCausalLM"
+
+
+def register_config() -> None:
+    """Let ``AutoConfig`` load ``model_type: phi4flash`` without trust_remote_code."""
+    from transformers import AutoConfig
+
+    AutoConfig.register(MODEL_TYPE, Phi4FlashConfig, exist_ok=True)
+
+
+def register() -> None:
+    """vLLM general-plugin entry point."""
+    register_config()
+    try:
+        from vllm import ModelRegistry
+    except ImportError:  # the reference and the tiny factory work without vLLM
+        return
+    if ARCHITECTURE not in ModelRegistry.get_supported_archs():
+        ModelRegistry.register_model(ARCHITECTURE, MODEL_CLASS)
+
+
+register_config()

@@ -1,0 +1,1 @@
+"""SambaY building blocks on vLLM's layer primitives."""

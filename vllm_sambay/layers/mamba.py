@@ -1,0 +1,105 @@
+"""Mamba-1 mixer of SambaY as a vLLM ``MambaBase`` layer (conv + ssm state slots).
+
+It reuses vLLM's ``MambaMixer`` for parameters, weight loaders, state shape/dtype and the
+``vllm::mamba_mixer`` custom op (a CUDA-graph split point), and replaces the forward: the
+kernels come from :mod:`vllm_sambay.ops` (torch on CPU, vLLM CUDA kernels on GPU), and the
+memory layer (index N/2) also returns the ungated scan output, written into extra columns of
+the op's output buffer.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .. import compat
+from ..config import LayerKind, LayerSpec, Phi4FlashConfig
+from ..ops import mamba_ops
+
+
+class SambaYMamba(compat.MambaMixer):
+    def __init__(
+        self,
+        config: Phi4FlashConfig,
+        spec: LayerSpec,
+        *,
+        model_config=None,
+        cache_config=None,
+        prefix: str = "",
+    ) -> None:
+        super().__init__(
+            hidden_size=config.hidden_size,
+            ssm_state_size=config.mamba_d_state,
+            conv_kernel_size=config.mamba_d_conv,
+            intermediate_size=config.mamba_d_inner,
+            time_step_rank=config.mamba_dt_rank,
+            use_conv_bias=config.mamba_conv_bias,
+            use_bias=config.mamba_proj_bias,
+            use_rms_norm=False,
+            model_config=model_config,
+            cache_config=cache_config,
+            prefix=prefix,
+        )
+        self.hidden_size = config.hidden_size
+        self.emits_memory = spec.kind is LayerKind.MAMBA_MEMORY
+        self.local_inner = config.mamba_d_inner // compat.tp_world_size()
+
+    def output_width(self) -> int:
+        """Columns of the op's output buffer: hidden (+ this rank's memory channels)."""
+        return self.hidden_size + (self.local_inner if self.emits_memory else 0)
+
+    def forward_impl(self, hidden_states: torch.Tensor, output: torch.Tensor) -> None:
+        from vllm.forward_context import get_forward_context
+
+        ctx = get_forward_context()
+        meta = ctx.attn_metadata.get(self.prefix) if isinstance(ctx.attn_metadata, dict) else None
+        xz, _ = self.in_proj(hidden_states)
+        x, z = xz.chunk(2, dim=-1)
+        if meta is None:  # profiling run: shapes only
+            y = x
+            n = hidden_states.shape[0]
+        else:
+            y, n = self._mix(x, meta)
+        gated = y * F.silu(z[:n])
+        out, _ = self.out_proj(gated)
+        output[:n, : self.hidden_size] = out
+        if self.emits_memory:
+            output[:n, self.hidden_size :] = y
+
+    def _mix(self, x: torch.Tensor, meta) -> tuple[torch.Tensor, int]:
+        """Conv + selective scan over the batch (decode rows first, then prefill rows); returns
+        the ungated scan output y (including D*x) for the real tokens, and their count."""
+        ops = mamba_ops(x.device)
+        conv_state, ssm_state = compat.mamba_states(self)
+        conv_state = compat.conv_state_view(conv_state)
+        weight = self.conv1d.weight.view(self.conv1d.weight.shape[0], -1)
+        bias = self.conv1d.bias
+        dt_bias = self.dt_proj.bias
+        nd, np_ = meta.num_decode_tokens, meta.num_prefill_tokens
+        parts = []
+        if nd:
+            idx = meta.state_indices_tensor_d
+            idx = idx[:, 0] if idx.dim() == 2 else idx
+            xc = ops.causal_conv1d_step(x[:nd], weight, bias, conv_state, idx)
+            dt, B, C = self._ssm_params(xc)
+            parts.append(ops.selective_state_step(ssm_state, xc, dt, self.A, B, C, self.D, None, dt_bias, idx))
+        if np_:
+            xp = x[nd : nd + np_]
+            idx = meta.state_indices_tensor_p
+            has_init = meta.has_initial_states_p
+            qsl = meta.query_start_loc_p
+            xc = ops.causal_conv1d_varlen(xp, weight, bias, conv_state, idx, has_init, qsl)
+            dt, B, C = self._ssm_params(xc)
+            parts.append(
+                ops.selective_scan_varlen(xc, dt, self.A, B, C, self.D, None, dt_bias, ssm_state, idx, has_init, qsl)
+            )
+        y = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+        return y, nd + np_
+
+    def _ssm_params(self, xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        params, _ = self.x_proj(xc)
+        dt_low, B, C = torch.split(
+            params, [self.time_step_rank, self.ssm_state_size, self.ssm_state_size], dim=-1
+        )
+        dt, _ = self.dt_proj(dt_low.contiguous())  # bias is added inside the scan
+        return dt, B.contiguous(), C.contiguous()

@@ -1,0 +1,75 @@
+"""Mamba-1 on CUDA through vLLM's kernels, with the contract of ``mamba_torch``.
+
+vLLM's kernels are channel-first ([dim, tokens]); these wrappers transpose views only.
+``selective_scan_fn`` with ``z=None`` returns the ungated scan output that SambaY's memory
+layer exports.
+"""
+
+from __future__ import annotations
+
+import torch
+from vllm.model_executor.layers.mamba.ops.causal_conv1d import causal_conv1d_fn, causal_conv1d_update
+from vllm.model_executor.layers.mamba.ops.mamba_ssm import selective_scan_fn
+
+try:
+    from vllm.model_executor.layers.mamba.ops.ssu_dispatch import selective_state_update
+except ImportError:  # pragma: no cover - older releases
+    from vllm.model_executor.layers.mamba.ops.mamba_ssm import selective_state_update
+
+
+def causal_conv1d_varlen(x, weight, bias, conv_state, state_indices, has_initial_state, query_start_loc):
+    out = causal_conv1d_fn(
+        x.t(),
+        weight,
+        bias,
+        activation="silu",
+        conv_states=conv_state,
+        has_initial_state=has_initial_state,
+        cache_indices=state_indices,
+        query_start_loc=query_start_loc,
+    )
+    return out.t()
+
+
+def causal_conv1d_step(x, weight, bias, conv_state, state_indices):
+    return causal_conv1d_update(x, conv_state, weight, bias, "silu", conv_state_indices=state_indices)
+
+
+def selective_scan_varlen(
+    x, dt, A, B, C, D, z, dt_bias, ssm_state, state_indices, has_initial_state, query_start_loc
+):
+    return selective_scan_fn(
+        x.t(),
+        ssm_state,
+        dt.t(),
+        A,
+        B.t(),
+        C.t(),
+        D.float(),
+        None if z is None else z.t(),
+        None if dt_bias is None else dt_bias.float(),
+        delta_softplus=True,
+        cache_indices=state_indices,
+        has_initial_state=has_initial_state,
+        query_start_loc=query_start_loc,
+    ).t()
+
+
+def selective_state_step(ssm_state, x, dt, A, B, C, D, z, dt_bias, state_indices):
+    out = torch.empty_like(x)
+    selective_state_update(
+        ssm_state,
+        x,
+        dt,
+        A,
+        B,
+        C,
+        D,
+        z=z,
+        dt_bias=None if dt_bias is None else dt_bias.float(),
+        dt_softplus=True,
+        state_batch_indices=state_indices,
+        dst_state_batch_indices=state_indices,
+        out=out,
+    )
+    return out
