@@ -88,10 +88,12 @@ class SambaYMamba(compat.MambaMixer):
             idx = meta.state_indices_tensor_p
             has_init = meta.has_initial_states_p
             qsl = meta.query_start_loc_p
-            xc = ops.causal_conv1d_varlen(xp, weight, bias, conv_state, idx, has_init, qsl)
+            xc = ops.causal_conv1d_varlen(xp, weight, bias, conv_state, idx, has_init, qsl, metadata=meta)
             dt, B, C = self._ssm_params(xc)
             parts.append(
-                ops.selective_scan_varlen(xc, dt, self.A, B, C, self.D, None, dt_bias, ssm_state, idx, has_init, qsl)
+                ops.selective_scan_varlen(
+                    xc, dt, self.A, B, C, self.D, None, dt_bias, ssm_state, idx, has_init, qsl, metadata=meta
+                )
             )
         y = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
         return y, nd + np_

@@ -6,6 +6,7 @@ their cache slots); ``mamba_torch`` is its readable definition.
 
 from __future__ import annotations
 
+import os
 from types import ModuleType
 
 import torch
@@ -14,7 +15,9 @@ from . import mamba_torch
 
 
 def mamba_ops(device: torch.device) -> ModuleType:
-    if device.type == "cuda":
+    """``SAMBAY_MAMBA_OPS=torch`` forces the torch path on GPU too (a debugging aid)."""
+    choice = os.environ.get("SAMBAY_MAMBA_OPS", "auto")
+    if device.type == "cuda" and choice != "torch":
         from . import mamba_cuda
 
         return mamba_cuda

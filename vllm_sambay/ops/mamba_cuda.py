@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover - older releases
     from vllm.model_executor.layers.mamba.ops.mamba_ssm import selective_state_update
 
 
-def causal_conv1d_varlen(x, weight, bias, conv_state, state_indices, has_initial_state, query_start_loc):
+def causal_conv1d_varlen(x, weight, bias, conv_state, state_indices, has_initial_state, query_start_loc, metadata=None):
     out = causal_conv1d_fn(
         x.t(),
         weight,
@@ -27,6 +27,7 @@ def causal_conv1d_varlen(x, weight, bias, conv_state, state_indices, has_initial
         has_initial_state=has_initial_state,
         cache_indices=state_indices,
         query_start_loc=query_start_loc,
+        metadata=metadata,
     )
     return out.t()
 
@@ -36,7 +37,7 @@ def causal_conv1d_step(x, weight, bias, conv_state, state_indices):
 
 
 def selective_scan_varlen(
-    x, dt, A, B, C, D, z, dt_bias, ssm_state, state_indices, has_initial_state, query_start_loc
+    x, dt, A, B, C, D, z, dt_bias, ssm_state, state_indices, has_initial_state, query_start_loc, metadata=None
 ):
     return selective_scan_fn(
         x.t(),
@@ -52,6 +53,8 @@ def selective_scan_varlen(
         cache_indices=state_indices,
         has_initial_state=has_initial_state,
         query_start_loc=query_start_loc,
+        cu_chunk_seqlen=getattr(metadata, "cu_chunk_seqlen_p", None),
+        last_chunk_indices=getattr(metadata, "last_chunk_indices_p", None),
     ).t()
 
 

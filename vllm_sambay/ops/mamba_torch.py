@@ -26,6 +26,7 @@ def causal_conv1d_varlen(
     state_indices: torch.Tensor,  # [B]
     has_initial_state: torch.Tensor,  # [B] bool
     query_start_loc: torch.Tensor,  # [B+1]
+    metadata=None,  # vLLM's Mamba metadata; the GPU kernels use its precomputed launch data
 ) -> torch.Tensor:
     """Depthwise causal conv + SiLU per sequence, continuing from and updating the cache."""
     ct = _compute_dtype(x)
@@ -85,6 +86,7 @@ def selective_scan_varlen(
     state_indices: torch.Tensor,
     has_initial_state: torch.Tensor,
     query_start_loc: torch.Tensor,
+    metadata=None,
 ) -> torch.Tensor:
     """y_t = C_t . h_t + D x_t with h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t; y * silu(z) if z."""
     ct = _compute_dtype(x)

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# GPU checks on the lent H100 (vLLM 0.26.0 in the host venv); logs and JSON go to $OUT.
+#   bash scripts/gpu/checks.sh fp32-eager fp32-torchops bf16-graphs fp32-graphs smoke
+set -uo pipefail
+PY=${PY:-/opt/torch/.venv/bin/python3}
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+export VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_NO_USAGE_STATS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/gpu.txt"
+[ -d /root/tiny32 ] || $PY -m vllm_sambay.tiny /root/tiny32 --dtype float32 >/dev/null
+[ -d /root/tiny16 ] || $PY -m vllm_sambay.tiny /root/tiny16 --dtype bfloat16 >/dev/null
+for name in "$@"; do
+  case $name in
+    fp32-eager)    ckpt=/root/tiny32 dtype=float32  flag=--enforce-eager ops=auto ;;
+    fp32-torchops) ckpt=/root/tiny32 dtype=float32  flag=--enforce-eager ops=torch ;;
+    fp32-graphs)   ckpt=/root/tiny32 dtype=float32  flag= ops=auto ;;
+    bf16-eager)    ckpt=/root/tiny16 dtype=bfloat16 flag=--enforce-eager ops=auto ;;
+    bf16-graphs)   ckpt=/root/tiny16 dtype=bfloat16 flag= ops=auto ;;
+    smoke)
+      echo "== full-size smoke (dummy weights, default compilation + CUDA graphs)"
+      timeout "${SMOKE_TIMEOUT:-420}" $PY scripts/gpu/full_size_smoke.py "$OUT/full-size-smoke.json" \
+        > "$OUT/full-size-smoke.log" 2>&1
+      echo "rc=$?"; grep -E '^\{' "$OUT/full-size-smoke.log" || tail -40 "$OUT/full-size-smoke.log"
+      continue ;;
+    *) echo "unknown check $name"; continue ;;
+  esac
+  echo "== parity $name"
+  SAMBAY_MAMBA_OPS=$ops timeout "${PARITY_TIMEOUT:-200}" $PY -m vllm_sambay.parity "$ckpt" --dtype "$dtype" $flag \
+    --reference-dtype float32 --output "$OUT/parity-$name.json" > "$OUT/parity-$name.log" 2>&1
+  echo "rc=$?"
+  grep -E '"(token_agreement|max_logprob_error|greedy_identical|engine_start_s)"' "$OUT/parity-$name.json" 2>/dev/null \
+    || grep -E "Error|error|Traceback" "$OUT/parity-$name.log" | tail -8; tail -12 "$OUT/parity-$name.log"
+done
