@@ -60,10 +60,8 @@ def tp_world_size() -> int:
 def mamba_states(layer) -> tuple[torch.Tensor, torch.Tensor]:
     """(conv_state, ssm_state) of a bound MambaBase layer, whatever the release stores."""
     cache = layer.kv_cache
-    if isinstance(cache, list):  # older releases: one entry per virtual engine
-        from vllm.forward_context import get_forward_context
-
-        cache = cache[get_forward_context().virtual_engine]
+    if not isinstance(cache[0], torch.Tensor):  # old releases: one (conv, ssm) per virtual engine
+        cache = cache[0]
     return cache[0], cache[1]
 
 
