@@ -144,6 +144,13 @@ class Phi4FlashForCausalLM(nn.Module, HasInnerState, IsHybrid):
         if not isinstance(config, Phi4FlashConfig):
             config = Phi4FlashConfig(**config.to_dict())
             vllm_config.model_config.hf_config = config
+        if getattr(vllm_config.cache_config, "kv_sharing_fast_prefill", False):
+            # vLLM would hand the cross layers truncated (logits-rows-only) attention metadata,
+            # which this model does not consume yet: refuse instead of computing wrong tokens.
+            raise ValueError(
+                "Phi4FlashForCausalLM (vllm-sambay) does not support --kv-sharing-fast-prefill yet; "
+                "start without that flag"
+            )
         self.config = config
         self.vllm_config = vllm_config
         self.model = SambaYModel(vllm_config=vllm_config, prefix=maybe_prefix(prefix, "model"))

@@ -37,3 +37,21 @@ def test_window_only_on_self_decoder_with_int_window_and_no_layer_types(
     assert {LayerKind.SLIDING_ATTENTION, LayerKind.FULL_ATTENTION, LayerKind.CROSS_ATTENTION} <= kinds
     windowed = [name for name, (window, _) in layers.items() if window]
     assert windowed and len(windowed) < len(layers)
+
+
+def test_checkpoint_with_stored_lm_head_and_bf16_weights_loads_the_same(tmp_path, tiny_checkpoint, make_engine):
+    from vllm_sambay.parity import run_vllm
+    from vllm_sambay.tiny import write_tiny_checkpoint
+
+    with_head = write_tiny_checkpoint(tmp_path / "with-head", seed=0, include_lm_head=True)
+    prompts = [[11, 12, 13, 14, 15], list(range(20, 70))]
+    with make_engine(tiny_checkpoint) as llm:
+        base = run_vllm(llm, prompts, 8)
+    with make_engine(with_head) as llm:
+        assert run_vllm(llm, prompts, 8) == base
+
+
+def test_unsupported_fast_prefill_is_refused_at_start(tiny_checkpoint, make_engine):
+    with pytest.raises(Exception, match="vllm-sambay.*kv-sharing-fast-prefill"):
+        with make_engine(tiny_checkpoint, kv_sharing_fast_prefill=True):
+            pass
