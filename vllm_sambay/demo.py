@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, default=Path("out/tiny-sambay"))
     ap.add_argument("--max-tokens", type=int, default=24)
+    ap.add_argument("--compile", action="store_true", help="use torch.compile (slow to start on small CPUs)")
     args = ap.parse_args(argv)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     from vllm import LLM, SamplingParams
 
     t0 = time.perf_counter()
-    llm = LLM(model=str(ckpt), dtype="float32", max_model_len=1024)
+    llm = LLM(model=str(ckpt), dtype="float32", max_model_len=1024, enforce_eager=not args.compile)
     print(f"engine ready in {time.perf_counter() - t0:.1f} s")
     questions = ["What is 12 plus 30?", "Tell me a short story about a lighthouse.", "List three prime numbers."]
     params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens)
