@@ -52,6 +52,8 @@ def main() -> int:
         "enforce_eager": args.enforce_eager, "engine_start_s": start_s, "decode": [],
     }
     print(json.dumps(result), flush=True)
+    warm = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True, detokenize=False)
+    llm.generate([{"prompt_token_ids": list(range(10, 2010))}], warm, use_tqdm=False)  # kernel JIT warm-up
     for batch, prompt_len in [(1, 2000), (16, 2000), (64, 2000)]:
         prompts = [{"prompt_token_ids": [(i * 7 + j) % 50000 + 10 for j in range(prompt_len)]} for i in range(batch)]
         sp = SamplingParams(temperature=0.0, max_tokens=args.gen, ignore_eos=True, detokenize=False)
