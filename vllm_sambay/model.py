@@ -151,6 +151,13 @@ class Phi4FlashForCausalLM(nn.Module, HasInnerState, IsHybrid):
                 "Phi4FlashForCausalLM (vllm-sambay) does not support --kv-sharing-fast-prefill yet; "
                 "start without that flag"
             )
+        if vllm_config.speculative_config is not None:
+            # Speculative decoding feeds several tokens per decode row and expects the Mamba
+            # layers to keep per-draft states; the plugin's Mamba step handles one token per row.
+            raise ValueError(
+                "Phi4FlashForCausalLM (vllm-sambay) does not support speculative decoding yet; "
+                "start without --speculative-config"
+            )
         self.config = config
         self.vllm_config = vllm_config
         self.model = SambaYModel(vllm_config=vllm_config, prefix=maybe_prefix(prefix, "model"))

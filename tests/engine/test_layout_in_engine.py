@@ -51,7 +51,19 @@ def test_checkpoint_with_stored_lm_head_and_bf16_weights_loads_the_same(tmp_path
         assert run_vllm(llm, prompts, 8) == base
 
 
-def test_unsupported_fast_prefill_is_refused_at_start(tiny_checkpoint, make_engine):
-    with pytest.raises(Exception, match="vllm-sambay.*kv-sharing-fast-prefill"):
-        with make_engine(tiny_checkpoint, kv_sharing_fast_prefill=True):
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        ({"kv_sharing_fast_prefill": True}, "kv-sharing-fast-prefill"),
+        (
+            {"speculative_config": {"method": "ngram", "num_speculative_tokens": 2,
+                                    "prompt_lookup_max": 3, "prompt_lookup_min": 1}},
+            "speculative",
+        ),
+    ],
+    ids=["fast-prefill", "speculative-decoding"],
+)
+def test_unsupported_features_are_refused_at_start(tiny_checkpoint, make_engine, flags, message):
+    with pytest.raises(Exception, match=f"vllm-sambay.*{message}"):
+        with make_engine(tiny_checkpoint, **flags):
             pass

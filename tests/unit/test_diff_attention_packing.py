@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vllm_sambay.layers.diff_attention import pack_query, unpack_output
+from vllm_sambay.layers.diff_attention import check_tensor_parallel, pack_query, unpack_output
 
 
 def gqa_attention(q, k, v, scale, window=None):
@@ -37,7 +37,8 @@ def naive_differential(q, k, v, d, window=None):
     return a1, a2
 
 
-@pytest.mark.parametrize("heads,kv_heads", [(4, 2), (8, 4), (8, 2), (40, 20)])
+# (20, 10): one rank of the published model (40 q / 20 kv heads) under tensor parallel 2.
+@pytest.mark.parametrize("heads,kv_heads", [(4, 2), (8, 4), (8, 2), (40, 20), (20, 10)])
 @pytest.mark.parametrize("window", [None, 5])
 def test_packed_single_call_equals_four_calls(heads, kv_heads, window):
     t, d = 13, 8
@@ -65,3 +66,35 @@ def test_usual_grouping_on_unsplit_heads_would_differ():
     plain = gqa_attention(q, k, v, d**-0.5)  # head h over kv head h // 2
     e1, _ = naive_differential(q, k, v, d)
     assert not torch.allclose(plain[:, 0::2], e1[..., :d])
+
+
+@pytest.mark.parametrize("tp,ok", [(1, True), (2, True), (5, True), (10, True), (3, False), (4, False), (20, False)])
+def test_tensor_parallel_sizes_for_the_published_heads(tp, ok):
+    if ok:
+        check_tensor_parallel(40, 20, tp)
+    else:
+        with pytest.raises(ValueError, match=f"tensor_parallel_size={tp}"):
+            check_tensor_parallel(40, 20, tp)
+
+
+def test_rank_shards_compose_to_the_full_layer():
+    """Contiguous head shards (what QKVParallelLinear gives each rank) computed separately and
+    concatenated equal the unsharded differential attention: TP 2 needs no cross-rank traffic."""
+    t, d, heads, kv_heads = 9, 8, 40, 20
+    g = torch.Generator().manual_seed(7)
+    q = torch.randn(t, heads, d, generator=g, dtype=torch.float64)
+    k = torch.randn(t, kv_heads, d, generator=g, dtype=torch.float64)
+    v = torch.randn(t, kv_heads, d, generator=g, dtype=torch.float64)
+    full1, full2 = naive_differential(q, k, v, d)
+    parts1, parts2 = [], []
+    for r in range(2):
+        qs, ks, vs = q[:, r * 20 : (r + 1) * 20], k[:, r * 10 : (r + 1) * 10], v[:, r * 10 : (r + 1) * 10]
+        out = gqa_attention(
+            pack_query(qs.reshape(t, -1), 20, 10, d).view(t, 20, 2 * d),
+            ks.reshape(t, 5, 2 * d), vs.reshape(t, 5, 2 * d), d**-0.5,
+        )
+        a1, a2 = unpack_output(out.reshape(t, -1), 20, 10, d)
+        parts1.append(a1)
+        parts2.append(a2)
+    torch.testing.assert_close(torch.cat(parts1, 1), full1)
+    torch.testing.assert_close(torch.cat(parts2, 1), full2)

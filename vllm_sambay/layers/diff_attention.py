@@ -29,6 +29,16 @@ def attention_prefix(model_prefix: str, layer_idx: int) -> str:
     return f"{model_prefix}.layers.{layer_idx}.attn.attn"
 
 
+def check_tensor_parallel(num_heads: int, num_kv_heads: int, tp: int) -> None:
+    """Each rank needs whole (even, odd) head pairs and whole packed KV groups."""
+    if num_heads % (2 * tp) or num_kv_heads % (2 * tp):
+        raise ValueError(
+            f"tensor_parallel_size={tp} does not split SambaY's differential heads: "
+            f"num_attention_heads ({num_heads}) and num_key_value_heads ({num_kv_heads}) "
+            f"must both be divisible by 2 * tensor_parallel_size"
+        )
+
+
 def pack_query(q: torch.Tensor, num_heads: int, num_kv_heads: int, head_dim: int) -> torch.Tensor:
     """[T, H*d] -> [T, H*2d]: for each packed KV group g, its q1 heads as [q1|0], then its q2
     heads as [0|q2], so that standard GQA (q head h -> kv head h // (2H/KV)) pairs them with
@@ -76,12 +86,7 @@ class DifferentialAttention(nn.Module):
         self.head_dim = d = hidden // config.num_attention_heads
         self.total_heads = config.num_attention_heads
         self.total_kv_heads = config.num_key_value_heads
-        if self.total_heads % (2 * tp) or self.total_kv_heads % (2 * tp):
-            raise ValueError(
-                f"tensor_parallel_size={tp} does not split SambaY's differential heads: "
-                f"num_attention_heads ({self.total_heads}) and num_key_value_heads "
-                f"({self.total_kv_heads}) must both be divisible by 2 * tensor_parallel_size"
-            )
+        check_tensor_parallel(self.total_heads, self.total_kv_heads, tp)
         self.num_heads = self.total_heads // tp
         self.num_kv_heads = self.total_kv_heads // tp
         self.groups = self.num_kv_heads // 2  # packed KV heads of width 2d on this rank
