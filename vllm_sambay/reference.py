@@ -312,19 +312,14 @@ class SambaYReference(nn.Module):
                 if spec.kind is LayerKind.CROSS_ATTENTION:
                     k_all, v_all, k_pos = cache.kv[spec.kv_source]
                 else:
+                    k_all, v_all, k_pos = k, v, pos
                     if spec.index in cache.kv:
                         k0, v0, p0 = cache.kv[spec.index]
                         k_all, v_all, k_pos = torch.cat([k0, k]), torch.cat([v0, v]), torch.cat([p0, pos])
-                    else:
-                        k_all, v_all, k_pos = k, v, pos
-                    mixed_input = (k_all, v_all, k_pos)
-                    if spec.sliding_window is not None:  # only the last `window` tokens are ever needed
-                        keep = spec.sliding_window
-                        mixed_input = tuple(a[-(keep + t - 1):] for a in mixed_input)
-                        k_all, v_all, k_pos = mixed_input
-                        cache.kv[spec.index] = tuple(a[-keep:] for a in mixed_input)
-                    else:
-                        cache.kv[spec.index] = mixed_input
+                    kept = (k_all, v_all, k_pos)
+                    if spec.sliding_window is not None:  # no later query sees further back
+                        kept = tuple(a[-spec.sliding_window :] for a in kept)
+                    cache.kv[spec.index] = kept
                 mixed = block.attn.attend(q, k_all, v_all, pos, k_pos)
             x = block.finish(x, mixed)
         cache.length += t
