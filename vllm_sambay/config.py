@@ -235,9 +235,3 @@ class Phi4FlashConfig(_BaseConfig):
         out.pop("layer_layout", None)
         return out
 
-
-def layer_layout(config: Any) -> tuple[LayerSpec, ...]:
-    """The layout for any config object that carries the SambaY numbers."""
-    return compute_layer_layout(
-        config.num_hidden_layers, _scalar_window(getattr(config, "sliding_window", None), config.num_hidden_layers)
-    )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -134,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         ref.greedy_generate(p, args.max_tokens)[0] == toks for p, (toks, _, _) in zip(prompts, got, strict=True)
     )
     result = {"engine_start_s": start_s, "greedy_identical": greedy_same, **report.to_dict()}
-    text = json.dumps(result, indent=2, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x)
+    text = json.dumps(result, indent=2)
     print(text)
     if args.output:
         args.output.write_text(text)
