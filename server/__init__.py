@@ -1,0 +1,1 @@
+"""Thin OpenAI-compatible HTTP server over vLLM's async engine (import name ``sambay_server``)."""
