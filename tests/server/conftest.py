@@ -45,7 +45,7 @@ def server(tiny_checkpoint, tmp_path_factory):
                 if time.monotonic() > deadline:
                     pytest.fail(f"sambay-serve not ready in 300 s:\n{log.read_text()[-4000:]}")
                 time.sleep(1)
-            yield {"base": base, "proc": proc, "log": log, "max_pending": MAX_PENDING}
+            yield {"base": base, "proc": proc, "log": log, "max_pending": MAX_PENDING, "api_key": API_KEY}
         finally:
             proc.terminate()
             try:
