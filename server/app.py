@@ -54,6 +54,12 @@ class ServerState:
 
             self.requests_total = REGISTRY._names_to_collectors["sambay_server_requests"]
 
+    def admit(self, scope) -> None:
+        """Count a request as in flight until the middleware sees its HTTP exchange end, whatever
+        path it takes (streamed, collected, cancelled, or a stream Starlette never started)."""
+        self.in_flight += 1
+        scope.setdefault("state", {})["admitted"] = True
+
     async def get_tokenizer(self):
         if self.tokenizer is None:
             tok = self.engine.get_tokenizer()
@@ -95,6 +101,8 @@ class AuthAndAccessLog:
                     return await resp(scope, receive, send_wrapper)
             await self.app(scope, receive, send_wrapper)
         finally:
+            if scope["state"].pop("admitted", False):
+                self.state.in_flight -= 1
             ms = (time.perf_counter() - start) * 1e3
             self.state.requests_total.labels(path, str(status["code"])).inc()
             log.info(json.dumps({"request_id": request_id, "method": scope["method"], "path": path,
@@ -213,7 +221,7 @@ async def _serve(state: ServerState, request: Request, body, ids: list[int], *, 
     params = _sampling_params(body, len(ids), settings.max_model_len, logprobs, body.stream)
     if state.in_flight >= settings.max_pending:
         raise APIError(429, f"server busy: {state.in_flight} requests in flight", headers={"Retry-After": "1"})
-    state.in_flight += 1
+    state.admit(request.scope)
     request_id = request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex
     kind = "chatcmpl" if chat else "cmpl"
     rid = f"{kind}-{request_id}"
@@ -223,10 +231,7 @@ async def _serve(state: ServerState, request: Request, body, ids: list[int], *, 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         gen = _sse(state, stream, body, rid, created, len(ids), chat, include_usage)
         return StreamingResponse(gen, media_type="text/event-stream")
-    try:
-        final = await _collect_unless_disconnected(stream, request)
-    finally:
-        state.in_flight -= 1
+    final = await _collect_unless_disconnected(stream, request)
     if final is None:  # client went away; the engine request was aborted
         return Response(status_code=499)
     return JSONResponse(_full_response(state, body, final, rid, created, chat))
@@ -362,5 +367,4 @@ async def _sse(state: ServerState, stream, body, rid, created, prompt_len, chat,
             yield chunk([], usage)
         yield "data: [DONE]\n\n"
     finally:
-        state.in_flight -= 1
         await stream.aclose()  # on disconnect: closes the engine stream, which aborts the request

@@ -115,7 +115,7 @@ def _scalar_window(value: Any, num_layers: int) -> int | None:
         return windows.pop() if windows else None
     if value in (None, 0, False):
         return None
-    if not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:  # bool is an int subclass
         raise ValueError(f"sliding_window must be a positive int, a per-layer list or null, got {value!r}")
     return value
 

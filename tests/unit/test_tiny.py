@@ -2,26 +2,47 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import os
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors import safe_open
 
 from vllm_sambay.config import LayerKind, Phi4FlashConfig
-from vllm_sambay.tiny import CHAT_TEMPLATE, train_tokenizer, write_tiny_checkpoint
+from vllm_sambay.tiny import (
+    CHAT_TEMPLATE,
+    CORPUS,
+    SPECIAL_TOKENS,
+    THINK_TOKENS,
+    train_tokenizer,
+    write_tiny_checkpoint,
+)
+
+FP32_KEYS = (".A_log", ".D", ".lambda_q1", ".lambda_k1", ".lambda_q2", ".lambda_k2")
 
 
 @pytest.fixture(scope="module")
 def ckpt_bf16(tmp_path_factory):
     out = tmp_path_factory.mktemp("t") / "bf16"
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "vllm_sambay.tiny", str(out), "--dtype", "bfloat16", "--seed", "3"],
-        check=True, capture_output=True,
+        check=True, capture_output=True, text=True,
     )
+    assert done.stdout.strip() == str(out)
     return out
+
+
+@pytest.fixture(scope="module")
+def hf_tok(ckpt_bf16):
+    import transformers
+
+    return transformers.AutoTokenizer.from_pretrained(ckpt_bf16)
 
 
 def expected_keys(cfg: Phi4FlashConfig) -> dict[str, tuple[int, ...]]:
@@ -38,9 +59,12 @@ def expected_keys(cfg: Phi4FlashConfig) -> dict[str, tuple[int, ...]]:
         keys[p + "mlp.fc2.weight"] = (h, cfg.intermediate_size)
         a = p + "attn."
         if s.is_mamba:
-            keys |= {a + "in_proj.weight": (2 * di, h), a + "conv1d.weight": (di, 1, cfg.mamba_d_conv),
-                     a + "conv1d.bias": (di,), a + "x_proj.weight": (r + 2 * n, di), a + "dt_proj.weight": (di, r),
-                     a + "dt_proj.bias": (di,), a + "A_log": (di, n), a + "D": (di,), a + "out_proj.weight": (h, di)}
+            keys |= {
+                a + "in_proj.weight": (2 * di, h), a + "conv1d.weight": (di, 1, cfg.mamba_d_conv),
+                a + "conv1d.bias": (di,), a + "x_proj.weight": (r + 2 * n, di), a + "dt_proj.weight": (di, r),
+                a + "dt_proj.bias": (di,), a + "A_log": (di, n), a + "D": (di,),
+                a + "out_proj.weight": (h, di),
+            }
         elif s.kind is LayerKind.GMU:
             keys |= {a + "in_proj.weight": (di, h), a + "out_proj.weight": (h, di)}
         else:
@@ -52,61 +76,180 @@ def expected_keys(cfg: Phi4FlashConfig) -> dict[str, tuple[int, ...]]:
     return keys
 
 
-def test_cli_writes_a_published_style_checkpoint(ckpt_bf16):
+def read_safetensors(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, torch.dtype]]:
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        dtypes = {k: f.get_tensor(k).dtype for k in f.keys()}
+    return shapes, dtypes
+
+
+def test_config_json_looks_published_and_autoconfig_loads_it(ckpt_bf16, hf_tok):
+    import transformers
+
+    import vllm_sambay  # noqa: F401  (registers model_type phi4flash)
+
+    raw = json.loads((ckpt_bf16 / "config.json").read_text())
+    assert raw["model_type"] == "phi4flash" and raw["architectures"] == ["Phi4FlashForCausalLM"]
+    assert type(raw["sliding_window"]) is int and raw["sliding_window"] == 16
+    for absent in ("layer_types", "layers_block_type", "head_dim", "dtype", "transformers_version"):
+        assert absent not in raw, absent
+    assert {k for k in raw if k.startswith("mamba_")} == {"mamba_d_state"}  # only what differs from defaults
+    assert raw["torch_dtype"] == "bfloat16"
+    eot = hf_tok.convert_tokens_to_ids("<|endoftext|>")
+    assert raw["bos_token_id"] == raw["eos_token_id"] == raw["pad_token_id"] == eot
+    assert raw["vocab_size"] % 64 == 0 and len(hf_tok) <= raw["vocab_size"] < len(hf_tok) + 64
+
+    cfg = transformers.AutoConfig.from_pretrained(ckpt_bf16, trust_remote_code=False)
+    assert isinstance(cfg, Phi4FlashConfig)
+    assert cfg.dtype == torch.bfloat16 and cfg.sliding_window == 16 and cfg.mamba_d_state == 8
+    assert cfg.mamba_dt_rank == 8  # "auto" for hidden_size 128
+    assert {s.kind for s in cfg.layer_layout} == set(LayerKind)
+
+
+def test_autoconfig_works_once_the_package_is_imported(ckpt_bf16):
+    code = (
+        "import sys, transformers\n"
+        "try:\n"
+        "    transformers.AutoConfig.from_pretrained(sys.argv[1])\n"
+        "except (ValueError, KeyError):\n"
+        "    pass\n"
+        "else:\n"
+        "    raise SystemExit('phi4flash known before importing vllm_sambay')\n"
+        "import vllm_sambay\n"
+        "cfg = transformers.AutoConfig.from_pretrained(sys.argv[1], trust_remote_code=False)\n"
+        "print(type(cfg).__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(ckpt_bf16)], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["Phi4FlashConfig"]
+
+
+def test_safetensors_keys_shapes_and_dtypes(ckpt_bf16):
     import transformers
 
     import vllm_sambay  # noqa: F401
 
-    raw = json.loads((ckpt_bf16 / "config.json").read_text())
-    assert raw["model_type"] == "phi4flash" and raw["architectures"] == ["Phi4FlashForCausalLM"]
-    assert isinstance(raw["sliding_window"], int)
-    assert "layer_types" not in raw and "layers_block_type" not in raw and "head_dim" not in raw
     cfg = transformers.AutoConfig.from_pretrained(ckpt_bf16)
-    assert isinstance(cfg, Phi4FlashConfig)
-    with safe_open(str(ckpt_bf16 / "model.safetensors"), "pt") as f:
-        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-        dtypes = {k: f.get_tensor(k).dtype for k in ("model.layers.0.attn.A_log", "model.layers.0.attn.D",
-                                                     "model.layers.1.attn.inner_cross_attn.lambda_q1",
-                                                     "model.layers.0.mlp.fc1.weight")}
-    assert shapes == expected_keys(cfg)
-    assert dtypes["model.layers.0.attn.A_log"] == torch.float32
-    assert dtypes["model.layers.0.attn.D"] == torch.float32
-    assert dtypes["model.layers.1.attn.inner_cross_attn.lambda_q1"] == torch.float32
-    assert dtypes["model.layers.0.mlp.fc1.weight"] == torch.bfloat16
+    shapes, dtypes = read_safetensors(ckpt_bf16)
+    assert shapes == expected_keys(cfg)  # exactly the published names; no lm_head.weight (tied)
+    fp32 = {k for k in dtypes if k.endswith(FP32_KEYS)}
+    assert fp32 and all(dtypes[k] == torch.float32 for k in fp32)
+    assert "model.layers.0.attn.A_log" in fp32 and "model.layers.1.attn.inner_cross_attn.lambda_q1" in fp32
+    assert all(dtypes[k] == torch.bfloat16 for k in dtypes.keys() - fp32)
+
+
+def test_generation_config_stops_on_end(ckpt_bf16, hf_tok):
     gen = json.loads((ckpt_bf16 / "generation_config.json").read_text())
-    tok = transformers.AutoTokenizer.from_pretrained(ckpt_bf16)
-    assert gen["eos_token_id"] == [tok.convert_tokens_to_ids("<|end|>"), tok.convert_tokens_to_ids("<|endoftext|>")]
+    eot, end = hf_tok.convert_tokens_to_ids("<|endoftext|>"), hf_tok.convert_tokens_to_ids("<|end|>")
+    assert gen == {"bos_token_id": eot, "eos_token_id": [end, eot], "pad_token_id": eot}
 
 
-def test_tokenizer_special_tokens_and_chat_template(ckpt_bf16):
-    import transformers
+def test_tokenizer_special_tokens(hf_tok):
+    ids = [hf_tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS + THINK_TOKENS]
+    assert len(set(ids)) == len(ids) and hf_tok.unk_token_id not in ids[1:]
+    for token in SPECIAL_TOKENS + THINK_TOKENS:
+        assert hf_tok.encode(token, add_special_tokens=False) == [hf_tok.convert_tokens_to_ids(token)], token
+    assert hf_tok.bos_token == hf_tok.eos_token == hf_tok.pad_token == "<|endoftext|>"
+    assert hf_tok.encode("hello", add_special_tokens=True) == hf_tok.encode("hello", add_special_tokens=False)
+    ids = hf_tok.encode("<|user|>Sum?<|end|><|assistant|><think>2+2 is 4</think>Four.<|end|>",
+                        add_special_tokens=False)
+    # the chat markers go, the think tags stay (a reasoning parser must see them)
+    assert hf_tok.decode(ids, skip_special_tokens=True) == "Sum?<think>2+2 is 4</think>Four."
+    assert hf_tok.decode(ids) == "<|user|>Sum?<|end|><|assistant|><think>2+2 is 4</think>Four.<|end|>"
 
-    tok = transformers.AutoTokenizer.from_pretrained(ckpt_bf16)
-    for special in ("<|endoftext|>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>", "<think>", "</think>"):
-        assert len(tok.encode(special, add_special_tokens=False)) == 1, special
-    text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+
+ODD_TEXTS = ["naïve café ünïcode ✓ → 😀", "  two  spaces\tand\nlines\r\n", "日本語テキスト",
+             "x = [i ** 2 for i in range(5)]  # comment", ""]
+
+
+@pytest.mark.parametrize("text", ODD_TEXTS)
+def test_any_text_round_trips(hf_tok, text):
+    assert hf_tok.decode(hf_tok.encode(text, add_special_tokens=False)) == text
+
+
+def test_chat_template(ckpt_bf16, hf_tok):
+    hi = [{"role": "user", "content": "hi"}]
+    text = hf_tok.apply_chat_template(hi, tokenize=False, add_generation_prompt=True)
     assert text == "<|user|>hi<|end|><|assistant|>"
-    ids = tok.encode("<think>2+2 is 4</think>Four.<|end|>", add_special_tokens=False)
-    decoded = tok.decode(ids, skip_special_tokens=True)
-    assert decoded == "<think>2+2 is 4</think>Four."  # think tags survive, <|end|> does not
-    assert tok.decode(tok.encode("naïve café ünïcode ✓", add_special_tokens=False)) == "naïve café ünïcode ✓"
-    assert CHAT_TEMPLATE in (ckpt_bf16 / "tokenizer_config.json").read_text()
+    convo = hi + [{"role": "assistant", "content": "<think>greet</think>Hello."}]
+    assert hf_tok.apply_chat_template(convo, tokenize=False) == (
+        "<|user|>hi<|end|><|assistant|><think>greet</think>Hello.<|end|><|endoftext|>"
+    )
+    # transformers 4.x reads tokenizer_config.json, 5.x (and vLLM through it) chat_template.jinja
+    assert json.loads((ckpt_bf16 / "tokenizer_config.json").read_text())["chat_template"] == CHAT_TEMPLATE
+    assert (ckpt_bf16 / "chat_template.jinja").read_text() == CHAT_TEMPLATE
+    ids = hf_tok.apply_chat_template(hi, tokenize=True, add_generation_prompt=True)
+    ids = ids["input_ids"] if not isinstance(ids, list) else ids
+    user, end, assistant = hf_tok.convert_tokens_to_ids(["<|user|>", "<|end|>", "<|assistant|>"])
+    assert ids == [user, *hf_tok.encode("hi", add_special_tokens=False), end, assistant]
 
 
-def test_deterministic_and_idempotent(tmp_path):
+def test_tokenizer_is_the_same_in_every_process(ckpt_bf16):
+    tok = train_tokenizer(1024)
+    assert json.loads((ckpt_bf16 / "tokenizer.json").read_text()) == json.loads(tok.to_str())
+
+
+def test_tokenizer_training_is_deterministic():
+    a, b = train_tokenizer(1024), train_tokenizer(1024)
+    assert a.to_str() == b.to_str()
+    assert a.get_vocab_size() == 1026 and a.get_vocab_size(with_added_tokens=False) == 1024
+    assert [a.token_to_id(t) for t in SPECIAL_TOKENS] == list(range(len(SPECIAL_TOKENS)))
+    assert [a.token_to_id(t) for t in THINK_TOKENS] == [1024, 1025]
+    assert train_tokenizer(512).to_str() == train_tokenizer(512).to_str() != a.to_str()
+
+
+def test_same_seed_same_bytes_and_idempotent(tmp_path):
     a = write_tiny_checkpoint(tmp_path / "a", seed=1)
     b = write_tiny_checkpoint(tmp_path / "b", seed=1)
     c = write_tiny_checkpoint(tmp_path / "c", seed=2)
     bytes_a = (a / "model.safetensors").read_bytes()
     assert bytes_a == (b / "model.safetensors").read_bytes()
     assert bytes_a != (c / "model.safetensors").read_bytes()
-    assert (a / "tokenizer.json").read_text() == (c / "tokenizer.json").read_text()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        assert (a / name).read_text() == (c / name).read_text(), name
+
     mtime = (a / "model.safetensors").stat().st_mtime_ns
     assert write_tiny_checkpoint(tmp_path / "a", seed=1) == a
+    assert write_tiny_checkpoint(tmp_path / "a", seed=1, sliding_window=16) == a  # the default, spelled out
     assert (a / "model.safetensors").stat().st_mtime_ns == mtime  # reused, not rewritten
-    write_tiny_checkpoint(tmp_path / "a", seed=3)
-    assert (a / "model.safetensors").read_bytes() != bytes_a  # other parameters: rewritten
+
+    (a / "chat_template.jinja").unlink()  # an incomplete directory is rewritten
+    write_tiny_checkpoint(tmp_path / "a", seed=1)
+    assert (a / "chat_template.jinja").read_text() == CHAT_TEMPLATE
+    assert (a / "model.safetensors").read_bytes() == bytes_a
+
+    write_tiny_checkpoint(tmp_path / "a", seed=3)  # other parameters: rewritten
+    assert (a / "model.safetensors").read_bytes() != bytes_a
+    assert json.loads((a / "tiny_params.json").read_text())["seed"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c"]  # no temporary directories left
 
 
-def test_tokenizer_training_is_deterministic():
-    assert train_tokenizer(512).to_str() == train_tokenizer(512).to_str()
+def test_layers_window_and_lm_head_options(tmp_path):
+    import vllm_sambay  # noqa: F401
+
+    out = write_tiny_checkpoint(tmp_path / "x", layers=12, include_lm_head=True, sliding_window=8)
+    cfg = Phi4FlashConfig.from_pretrained(out)
+    assert cfg.num_hidden_layers == 12 and cfg.sliding_window == 8
+    assert (cfg.memory_layer, cfg.kv_layer) == (6, 7)
+    shapes, dtypes = read_safetensors(out)
+    assert shapes == {**expected_keys(cfg), "lm_head.weight": (cfg.vocab_size, cfg.hidden_size)}
+    assert set(dtypes.values()) == {torch.float32}
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert torch.equal(f.get_tensor("lm_head.weight"), f.get_tensor("model.embed_tokens.weight"))
+
+
+def test_bad_arguments_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="dtype"):
+        write_tiny_checkpoint(tmp_path / "d", dtype="int8")
+    with pytest.raises(ValueError, match="num_hidden_layers"):
+        write_tiny_checkpoint(tmp_path / "l", layers=6)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corpus_ships_with_the_package():
+    text = CORPUS.read_text(encoding="utf-8")
+    assert 20_000 <= len(text.encode()) <= 40_000
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["vllm_sambay"]
+    assert any(fnmatch.fnmatch("data/tiny_corpus.txt", p) for p in patterns)
