@@ -251,5 +251,7 @@ def test_corpus_ships_with_the_package():
     text = CORPUS.read_text(encoding="utf-8")
     assert 20_000 <= len(text.encode()) <= 40_000
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
-    patterns = pyproject["tool"]["setuptools"]["package-data"]["vllm_sambay"]
-    assert any(fnmatch.fnmatch("data/tiny_corpus.txt", p) for p in patterns)
+    setuptools_cfg = pyproject["tool"]["setuptools"]
+    assert "vllm_sambay.data" in setuptools_cfg["packages"]
+    patterns = setuptools_cfg["package-data"]["vllm_sambay.data"]
+    assert any(fnmatch.fnmatch("tiny_corpus.txt", p) for p in patterns)
