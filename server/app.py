@@ -8,6 +8,7 @@ Only vLLM's public engine API is used (``generate``, ``abort``, ``check_health``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -111,7 +112,15 @@ class AuthAndAccessLog:
 
 def build_app(engine, settings: Settings) -> FastAPI:
     state = ServerState(engine, settings)
-    app = FastAPI(title="vllm-sambay", docs_url=None, redoc_url=None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        # Here, not after uvicorn returns: uvicorn re-raises SIGTERM once it has drained, which
+        # would end the process before any later cleanup and orphan the engine processes.
+        engine.shutdown()
+
+    app = FastAPI(title="vllm-sambay", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.server = state
     errors.install(app)
     if settings.cors_origins:

@@ -50,11 +50,17 @@ def stock_server(tiny_checkpoint, tmp_path_factory):
                 time.sleep(1)
             yield base
         finally:
+            import psutil
+
+            children = psutil.Process(proc.pid).children(recursive=True)
             proc.terminate()
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
+            _, alive = psutil.wait_procs(children, timeout=30)
+            for child in alive:  # never leave engine processes (and their memory) to later tests
+                child.kill()
 
 
 def test_completions_and_chat_through_the_openai_sdk(stock_server):

@@ -47,11 +47,17 @@ def server(tiny_checkpoint, tmp_path_factory):
                 time.sleep(1)
             yield {"base": base, "proc": proc, "log": log, "max_pending": MAX_PENDING, "api_key": API_KEY}
         finally:
+            import psutil
+
+            children = psutil.Process(proc.pid).children(recursive=True)
             proc.terminate()
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
+            _, alive = psutil.wait_procs(children, timeout=30)
+            for child in alive:  # never leave engine processes (and their memory) to later tests
+                child.kill()
 
 
 @pytest.fixture(scope="session")

@@ -46,6 +46,10 @@ def test_sigterm_lets_in_flight_requests_finish(tiny_checkpoint, tmp_path):
             r = httpx.post(f"{base}/v1/completions", json=body, timeout=120)
             result["status"], result["tokens"] = r.status_code, r.json()["usage"]["completion_tokens"]
 
+        import psutil
+
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert children, "expected the engine core / worker processes"
         t = threading.Thread(target=long_request)
         t.start()
         time.sleep(1.0)  # the request is running
@@ -56,6 +60,8 @@ def test_sigterm_lets_in_flight_requests_finish(tiny_checkpoint, tmp_path):
         assert proc.wait(timeout=90) in (0, -signal.SIGTERM)
         text = (tmp_path / "server.log").read_text()
         assert "Finished server process" in text and "Traceback" not in text
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive, f"engine processes left behind: {[p.pid for p in alive]}"
     finally:
         if proc.poll() is None:
             proc.kill()
