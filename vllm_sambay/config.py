@@ -230,6 +230,12 @@ class Phi4FlashConfig(_BaseConfig):
     def kv_layer(self) -> int:
         return self.num_hidden_layers // 2 + 1
 
+    @property
+    def cross_decoder_start(self) -> int:
+        """First layer that only reads caches (GMU / cross attention): everything from here on
+        may run on the rows whose logits are needed (YOCO fast prefill)."""
+        return self.kv_layer + 1
+
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         out.pop("layer_layout", None)

@@ -98,20 +98,103 @@ class SambaYDecoderLayer(nn.Module):
         return residual, memory
 
 
+def fast_prefill_enabled(vllm_config: VllmConfig) -> bool:
+    return bool(getattr(vllm_config.cache_config, "kv_sharing_fast_prefill", False))
+
+
+def _logits_rows(layer_name: str) -> tuple[torch.Tensor | None, int | None]:
+    """The rows vLLM will sample from this step, as it handed them to the KV-sharing layers
+    under ``--kv-sharing-fast-prefill``; (None, None) on profile/dummy runs."""
+    from vllm.forward_context import get_forward_context
+
+    meta = get_forward_context().attn_metadata
+    if isinstance(meta, list):  # micro-batched steps carry one dict per micro-batch
+        meta = meta[0] if len(meta) == 1 else None
+    if not isinstance(meta, dict):
+        return None, None
+    layer_meta = meta.get(layer_name)
+    return getattr(layer_meta, "logits_indices_padded", None), getattr(layer_meta, "num_logits_indices", None)
+
+
+@support_torch_compile(dynamic_arg_dims={"input_ids": 0, "inputs_embeds": 0}, enable_if=fast_prefill_enabled)
+class SambaYSelfDecoder(nn.Module):
+    """Embedding and layers 0..N/2+1. Every token must run them: they advance the Mamba states
+    and write the sliding-window and global KV that later tokens read."""
+
+    def __init__(
+        self, *, vllm_config: VllmConfig, prefix: str = "", embed_tokens: nn.Module, layers: nn.ModuleList
+    ) -> None:
+        super().__init__()
+        self.embed_tokens = embed_tokens
+        self.layers = layers
+
+    def forward(
+        self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = inputs_embeds if inputs_embeds is not None else self.embed_tokens(input_ids)
+        residual = hidden.float()
+        memory = None
+        for layer in self.layers:
+            residual, memory = layer(residual, memory)
+        assert memory is not None, "the self-decoder ends after the memory layer"
+        return residual, memory
+
+
+@support_torch_compile(dynamic_arg_dims={"residual": 0, "memory": 0}, enable_if=fast_prefill_enabled)
+class SambaYCrossDecoder(nn.Module):
+    """GMU and cross-attention layers: they only read caches, so a row needs them only if its
+    logits are needed."""
+
+    def __init__(self, *, vllm_config: VllmConfig, prefix: str = "", layers: nn.ModuleList) -> None:
+        super().__init__()
+        self.layers = layers
+
+    def forward(self, residual: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            residual, _ = layer(residual, memory)
+        return residual
+
+
 @support_torch_compile(
-    dynamic_arg_dims={"input_ids": 0, "positions": -1, "intermediate_tensors": 0, "inputs_embeds": 0}
+    dynamic_arg_dims={"input_ids": 0, "positions": -1, "intermediate_tensors": 0, "inputs_embeds": 0},
+    enable_if=lambda vllm_config: not fast_prefill_enabled(vllm_config),
 )
 class SambaYModel(nn.Module):
+    """Self-decoder then cross-decoder. Compiled as one graph by default; with
+    ``--kv-sharing-fast-prefill`` the two halves are compiled apart and the cross-decoder runs
+    only on the rows vLLM samples from (YOCO prefill skip, as in vLLM's gemma3n)."""
+
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
         super().__init__()
         config: Phi4FlashConfig = vllm_config.model_config.hf_config
         self.config = config
+        # Registered first, so parameter names stay those of the checkpoint (model.layers.N...).
         self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(
             SambaYDecoderLayer(config, spec, vllm_config, prefix=f"{prefix}.layers.{spec.index}")
             for spec in config.layer_layout
         )
         self.final_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        split = config.cross_decoder_start
+        self.self_decoder = SambaYSelfDecoder(
+            vllm_config=vllm_config, prefix=f"{prefix}.self_decoder",
+            embed_tokens=self.embed_tokens, layers=self.layers[:split],
+        )
+        self.cross_decoder = SambaYCrossDecoder(
+            vllm_config=vllm_config, prefix=f"{prefix}.cross_decoder", layers=self.layers[split:]
+        )
+        self.fast_prefill = fast_prefill_enabled(vllm_config)
+        if self.fast_prefill:
+            # The cross-decoder's inputs live in fixed buffers, so CUDA graphs captured for it
+            # replay on the same addresses.
+            rows = vllm_config.scheduler_config.max_num_batched_tokens
+            device = self.final_layernorm.weight.device
+            self.sampled_layer_name = self.layers[-1].attn.attn.layer_name
+            self.residual_rows = torch.zeros(rows, config.hidden_size, dtype=torch.float32, device=device)
+            self.memory_rows = torch.zeros(
+                rows, self.layers[config.memory_layer].attn.local_inner,
+                dtype=vllm_config.model_config.dtype, device=device,
+            )
 
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embed_tokens(input_ids)
@@ -123,12 +206,29 @@ class SambaYModel(nn.Module):
         intermediate_tensors: IntermediateTensors | None = None,
         inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        hidden = inputs_embeds if inputs_embeds is not None else self.embed_input_ids(input_ids)
-        residual = hidden.float()
-        memory = None
-        for layer in self.layers:
-            residual, memory = layer(residual, memory)
+        residual, memory = self.self_decoder(input_ids, inputs_embeds)
+        if self.fast_prefill:
+            return self._cross_decode_sampled_rows(residual, memory)
+        return self._norm(self.cross_decoder(residual, memory))
+
+    def _norm(self, residual: torch.Tensor) -> torch.Tensor:
         return self.final_layernorm(residual.to(self.final_layernorm.weight.dtype))
+
+    def _cross_decode_sampled_rows(self, residual: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        rows, num_rows = _logits_rows(self.sampled_layer_name)
+        if rows is None:  # profile / dummy run: every row
+            rows = torch.arange(residual.shape[0], device=residual.device)
+        n = rows.shape[0]
+        self.residual_rows[:n].copy_(residual[rows])
+        self.memory_rows[:n].copy_(memory[rows])
+        out = self._norm(self.cross_decoder(self.residual_rows[:n], self.memory_rows[:n]))
+        if num_rows is None:
+            return out
+        # Rows nobody samples from keep the self-decoder's state (vLLM refuses prompt logprobs
+        # under this flag, so nothing reads them).
+        hidden = self._norm(residual)
+        hidden[rows[:num_rows]] = out[:num_rows]
+        return hidden
 
 
 class Phi4FlashForCausalLM(nn.Module, HasInnerState, IsHybrid):
@@ -144,13 +244,6 @@ class Phi4FlashForCausalLM(nn.Module, HasInnerState, IsHybrid):
         if not isinstance(config, Phi4FlashConfig):
             config = Phi4FlashConfig(**config.to_dict())
             vllm_config.model_config.hf_config = config
-        if getattr(vllm_config.cache_config, "kv_sharing_fast_prefill", False):
-            # vLLM would hand the cross layers truncated (logits-rows-only) attention metadata,
-            # which this model does not consume yet: refuse instead of computing wrong tokens.
-            raise ValueError(
-                "Phi4FlashForCausalLM (vllm-sambay) does not support --kv-sharing-fast-prefill yet; "
-                "start without that flag"
-            )
         if vllm_config.speculative_config is not None:
             # Speculative decoding feeds several tokens per decode row and expects the Mamba
             # layers to keep per-draft states; the plugin's Mamba step handles one token per row.

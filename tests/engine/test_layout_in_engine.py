@@ -67,14 +67,13 @@ except Exception as exc:
 @pytest.mark.parametrize(
     "flags,message",
     [
-        ({"kv_sharing_fast_prefill": True}, "kv-sharing-fast-prefill"),
         (
             {"speculative_config": {"method": "ngram", "num_speculative_tokens": 2,
                                     "prompt_lookup_max": 3, "prompt_lookup_min": 1}},
             "speculative",
         ),
     ],
-    ids=["fast-prefill", "speculative-decoding"],
+    ids=["speculative-decoding"],
 )
 def test_unsupported_features_are_refused_at_start(tiny_checkpoint, flags, message):
     # In a subprocess: the n-gram proposer imports numba/llvmlite, after which vLLM 0.32's CPU

@@ -69,3 +69,42 @@ def test_requests_queue_behind_a_small_batch(tiny_checkpoint, reference, tiny_co
         tiny_checkpoint, max_num_seqs=2, max_num_batched_tokens=64, enable_prefix_caching=prefix_caching
     ) as llm:
         check(reference, prompts, run_vllm(llm, prompts, MAX_TOKENS))
+
+
+def _record_cross_decoder_rows(model) -> None:
+    """Hook the cross-decoder inside the worker: one entry per step, its row count."""
+    # vLLM's compile decorator calls forward() directly (no nn.Module hooks), so wrap forward.
+    cross, model.rows_seen = model.model.cross_decoder, []
+    forward = cross.forward
+
+    def counting_forward(residual, memory):
+        model.rows_seen.append(residual.shape[0])
+        return forward(residual, memory)
+
+    cross.forward = counting_forward
+
+
+@pytest.mark.parametrize("budget", [2048, 32], ids=["one-step-prefill", "chunked-prefill"])
+def test_fast_prefill_runs_the_cross_decoder_on_sampled_rows_only(
+    tiny_checkpoint, reference, prompts, make_engine, budget
+):
+    """--kv-sharing-fast-prefill (YOCO): the GMU + cross layers see one row per request in every
+    step, yet tokens and logprobs are unchanged."""
+    with make_engine(
+        tiny_checkpoint, kv_sharing_fast_prefill=True, max_num_batched_tokens=budget, max_num_seqs=4
+    ) as llm:
+        llm.apply_model(_record_cross_decoder_rows)
+        check(reference, prompts, run_vllm(llm, prompts, MAX_TOKENS))
+        (rows,) = llm.apply_model(lambda model: list(model.rows_seen))
+    # Each step runs one cross-decoder row per scheduled request (at most 4), never the prompt.
+    assert rows and max(rows) <= len(prompts), rows
+    prompt_tokens = sum(map(len, prompts))
+    assert sum(rows) < prompt_tokens, (sum(rows), prompt_tokens)
+
+
+@pytest.mark.parametrize("fast_prefill", [False, True], ids=["one-graph", "fast-prefill-two-graphs"])
+def test_torch_compile_as_on_gpu(tiny_checkpoint, reference, prompts, make_engine, fast_prefill):
+    """vLLM's default compilation (what the GPU runs, minus CUDA graphs): one compiled graph for
+    the whole model, or the self- and cross-decoder compiled apart under fast prefill."""
+    with make_engine(tiny_checkpoint, enforce_eager=False, kv_sharing_fast_prefill=fast_prefill) as llm:
+        check(reference, prompts, run_vllm(llm, prompts, MAX_TOKENS))
