@@ -1,12 +1,15 @@
 """Decode-step differential attention on vLLM's paged KV cache, H100: the plugin's packed
-single call vs the four-call composition of the old vLLM 0.10 backend vs the HBM roofline.
+single call vs the four-call composition of the old vLLM 0.10 backend vs the fused Triton
+kernel (``vllm_sambay/ops/diff_attention_triton.py``) vs the HBM roofline.
 
 Per layer of the published model (40 q heads, 20 kv heads, head_dim 64, bf16), one new token per
 sequence, batch B, context L. Both variants read the same K/V bytes from HBM in the ideal case
 (B * L * 20 * 64 * 2 (K and V) * 2 bytes); the four-call form reads each K half and each V half
-twice. Prints and writes JSON (and a PNG when matplotlib is available).
+twice. The fused kernel also applies lambda, the RMSNorm and the output scale, so it is compared
+with "packed + combine" (the packed call followed by the plugin's torch combine) as well.
+Prints one JSON line per point as it goes and writes JSON (and a PNG when matplotlib is available).
 
-python benchmarks/diff_attention_micro.py OUT_DIR [--hbm-tbps 3.35]
+python benchmarks/diff_attention_micro.py OUT_DIR [--hbm-tbps 3.35] [--points 1x2048,16x8192]
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ def timed(fn, iters: int = 30, warmup: int = 5) -> float:
 def measure(B: int, L: int, hbm_tbps: float) -> dict:
     from vllm.vllm_flash_attn import flash_attn_varlen_func
 
+    from vllm_sambay.ops.diff_attention_triton import diff_attention_decode
+
     dev, dt = "cuda", torch.bfloat16
     nblk = math.ceil(L / BLOCK)
     num_blocks = B * nblk
@@ -75,6 +80,25 @@ def measure(B: int, L: int, hbm_tbps: float) -> dict:
             flash_attn_varlen_func(q2, k2, v1, **common), flash_attn_varlen_func(q2, k2, v2, **common),
         )
 
+    lam = torch.tensor(0.3, device=dev)
+    subln_w = torch.rand(2 * D, device=dev, generator=g) + 0.5
+    lambda_init = 0.45
+
+    def combine(out):
+        o = out.view(B, KV // 2, 2, group, 2 * D).float()
+        diff = o[:, :, 0] - lam * o[:, :, 1]
+        y = diff * torch.rsqrt(diff.pow(2).mean(-1, keepdim=True) + 1e-5) * subln_w * (1 - lambda_init)
+        return y.to(dt).reshape(B, H * D)
+
+    def packed_plus_combine():
+        return combine(packed())
+
+    def fused():
+        return diff_attention_decode(
+            q.view(B, H * D), k_packed, v_packed, block_table, seqused, L, num_heads=H, lambda_full=lam,
+            lambda_init=lambda_init, subln_weight=subln_w, scale=D**-0.5,
+        )
+
     row: dict = {"batch": B, "context": L}
     out = packed().view(B, KV // 2, 2, group, 2 * D)
     a11, a12, a21, a22 = four_calls()
@@ -83,14 +107,19 @@ def measure(B: int, L: int, hbm_tbps: float) -> dict:
     row["max_abs_diff_vs_four_calls"] = max(
         (out[:, :, 0] - ref1).abs().max().item(), (out[:, :, 1] - ref2).abs().max().item()
     )
+    row["max_abs_diff_fused_vs_packed_combine"] = (fused().float() - packed_plus_combine().float()).abs().max().item()
     row["packed_ms"] = timed(packed)
     row["four_calls_ms"] = timed(four_calls)
+    row["packed_plus_combine_ms"] = timed(packed_plus_combine)
+    row["fused_ms"] = timed(fused)
     kv_bytes = B * L * KV * D * 2 * 2
     row["kv_bytes"] = kv_bytes
     row["roofline_ms"] = kv_bytes / (hbm_tbps * 1e12) * 1e3
     row["packed_hbm_fraction"] = row["roofline_ms"] / row["packed_ms"]
     row["four_calls_hbm_fraction"] = row["roofline_ms"] / row["four_calls_ms"]
+    row["fused_hbm_fraction"] = row["roofline_ms"] / row["fused_ms"]
     row["speedup"] = row["four_calls_ms"] / row["packed_ms"]
+    row["fused_vs_packed_combine"] = row["packed_plus_combine_ms"] / row["fused_ms"]
     return row
 
 
@@ -98,17 +127,23 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
     ap.add_argument("--hbm-tbps", type=float, default=3.35, help="H100 SXM HBM3 peak")
+    ap.add_argument("--points", default="", help="BxL,... (default: B in 1,16,64 x L in 2K,8K,32K)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    points = [tuple(map(int, p.split("x"))) for p in args.points.split(",") if p] or [
+        (B, L) for L in (2048, 8192, 32768) for B in (1, 16, 64)
+    ]
 
     rows = []
-    for L in (2048, 8192, 32768):
-        for B in (1, 16, 64):
+    with open(args.out / "diff_attention_micro.jsonl", "a") as partial:
+        for B, L in points:
             try:
                 row = measure(B, L, args.hbm_tbps)
             except Exception as exc:  # keep the other points
                 row = {"batch": B, "context": L, "error": repr(exc)[:500]}
             print(json.dumps(row), flush=True)
+            partial.write(json.dumps(row) + "\n")
+            partial.flush()
             rows.append(row)
             torch.cuda.empty_cache()
     import vllm
@@ -119,7 +154,33 @@ def main() -> int:
         "hbm_tbps": args.hbm_tbps, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows,
     }
     (args.out / "diff_attention_micro.json").write_text(json.dumps(result, indent=2))
+    plot(rows, args.out / "diff_attention_micro.png")
     return 0
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """ms per layer vs context, one panel per batch size, every variant beside the roofline."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    ok = [r for r in rows if "error" not in r]
+    batches = sorted({r["batch"] for r in ok})
+    if not batches:
+        return
+    fig, axes = plt.subplots(1, len(batches), figsize=(5 * len(batches), 4), squeeze=False)
+    for ax, b in zip(axes[0], batches, strict=True):
+        pts = sorted((r for r in ok if r["batch"] == b), key=lambda r: r["context"])
+        ctx = [r["context"] for r in pts]
+        for key in ("four_calls_ms", "packed_ms", "packed_plus_combine_ms", "fused_ms", "roofline_ms"):
+            ax.plot(ctx, [r[key] for r in pts], marker="o", label=key.removesuffix("_ms"))
+        ax.set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="ms per layer", title=f"batch {b}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

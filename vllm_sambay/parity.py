@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-num-batched-tokens", type=int)
     ap.add_argument("--max-num-seqs", type=int, default=8)
     ap.add_argument("--no-prefix-caching", action="store_true")
+    ap.add_argument("--kv-sharing-fast-prefill", action="store_true", help="YOCO: cross-decoder on sampled rows only")
     ap.add_argument("--output", type=Path)
     args = ap.parse_args(argv)
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         model=str(args.checkpoint), dtype=args.dtype, enforce_eager=args.enforce_eager,
         max_num_batched_tokens=args.max_num_batched_tokens, max_num_seqs=args.max_num_seqs,
         enable_prefix_caching=not args.no_prefix_caching, max_model_len=max(map(len, prompts)) + 64,
-        skip_tokenizer_init=True,
+        kv_sharing_fast_prefill=args.kv_sharing_fast_prefill, skip_tokenizer_init=True,
     )
     start_s = time.perf_counter() - t0
     got = run_vllm(llm, prompts, args.max_tokens)

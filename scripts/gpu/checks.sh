@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU checks on the lent H100 (vLLM 0.26.0 in the host venv); logs and JSON go to $OUT.
-#   bash scripts/gpu/checks.sh fp32-eager fp32-torchops bf16-graphs fp32-graphs smoke
+#   bash scripts/gpu/checks.sh fp32-eager fp32-torchops bf16-graphs fp32-graphs bf16-fastprefill smoke triton micro
 set -uo pipefail
 PY=${PY:-/opt/torch/.venv/bin/python3}
 OUT=${OUT:-/tmp/out}
@@ -16,6 +16,20 @@ for name in "$@"; do
     fp32-graphs)   ckpt=/root/tiny32 dtype=float32  flag= ops=auto ;;
     bf16-eager)    ckpt=/root/tiny16 dtype=bfloat16 flag=--enforce-eager ops=auto ;;
     bf16-graphs)   ckpt=/root/tiny16 dtype=bfloat16 flag= ops=auto ;;
+    fp32-fastprefill) ckpt=/root/tiny32 dtype=float32 flag=--kv-sharing-fast-prefill ops=auto ;;
+    bf16-fastprefill) ckpt=/root/tiny16 dtype=bfloat16 flag=--kv-sharing-fast-prefill ops=auto ;;
+    triton)
+      echo "== fused Triton decode kernel, compiled (not interpreted), fp32/fp16/bf16"
+      TRITON_INTERPRET=0 $PY -m pytest -q -p no:cacheprovider tests/unit/test_diff_attention_triton.py \
+        > "$OUT/triton-kernel.log" 2>&1
+      echo "rc=$?"; tail -5 "$OUT/triton-kernel.log"
+      continue ;;
+    micro)
+      echo "== decode attention micro-benchmark (packed / four calls / fused / roofline)"
+      timeout "${MICRO_TIMEOUT:-500}" $PY benchmarks/diff_attention_micro.py "$OUT" ${MICRO_POINTS:+--points $MICRO_POINTS} \
+        > "$OUT/diff-attention-micro.log" 2>&1
+      echo "rc=$?"; grep -E '^\{' "$OUT/diff-attention-micro.log" | tail -9
+      continue ;;
     smoke)
       echo "== full-size smoke (dummy weights, default compilation + CUDA graphs)"
       timeout "${SMOKE_TIMEOUT:-420}" $PY scripts/gpu/full_size_smoke.py "$OUT/full-size-smoke.json" \
