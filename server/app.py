@@ -161,7 +161,11 @@ def build_app(engine, settings: Settings) -> FastAPI:
             text = body.prompt[0]
         else:
             text = body.prompt
-        ids = list(text) if isinstance(text, list) else tok.encode(text, add_special_tokens=False)
+        # Tokenizing a long prompt takes milliseconds: off the event loop, so other streams keep flowing.
+        if isinstance(text, list):
+            ids = list(text)
+        else:
+            ids = await asyncio.to_thread(tok.encode, text, add_special_tokens=False)
         if not ids:
             raise APIError(400, "prompt is empty", "prompt")
         if isinstance(text, list) and any(not 0 <= t < len(tok) for t in ids):
@@ -176,13 +180,18 @@ def build_app(engine, settings: Settings) -> FastAPI:
             messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         except ValueError as exc:
             raise APIError(400, str(exc), "messages") from None
-        ids = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=body.add_generation_prompt)
+        ids = await asyncio.to_thread(
+            tok.apply_chat_template, messages, tokenize=True, add_generation_prompt=body.add_generation_prompt
+        )
         if isinstance(ids, dict) or hasattr(ids, "input_ids"):
             ids = ids["input_ids"]
         lp = (body.top_logprobs or 0) if body.logprobs else None
         return await _serve(state, request, body, list(ids), chat=True, logprobs=lp)
 
     return app
+
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _check_model(body: SamplingFields, settings: Settings) -> None:
@@ -239,7 +248,8 @@ async def _serve(state: ServerState, request: Request, body, ids: list[int], *, 
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         gen = _sse(state, stream, body, rid, created, len(ids), chat, include_usage)
-        return StreamingResponse(gen, media_type="text/event-stream")
+        # no-cache / no proxy buffering: an nginx-style proxy would otherwise hold chunks back (TTFT).
+        return StreamingResponse(gen, media_type="text/event-stream", headers=SSE_HEADERS)
     final = await _collect_unless_disconnected(stream, request)
     if final is None:  # client went away; the engine request was aborted
         return Response(status_code=499)

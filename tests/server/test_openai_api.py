@@ -69,3 +69,16 @@ def test_completion_streaming(client):
                                             stream=True))
     assert "".join(c.choices[0].text for c in chunks) == client.completions.create(
         model=MODEL, prompt="Once upon", max_tokens=6, temperature=0).choices[0].text
+
+
+def test_stream_headers_forbid_buffering(server, auth):
+    """Behind nginx-style proxies an SSE stream without these headers is buffered (TTFT lies)."""
+    import httpx
+
+    body = {"model": MODEL, "prompt": "Once upon", "max_tokens": 2, "stream": True}
+    with httpx.stream("POST", f"{server['base']}/v1/completions", json=body, headers=auth, timeout=60) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        assert r.headers["cache-control"] == "no-cache"
+        assert r.headers["x-accel-buffering"] == "no"
+        r.read()
