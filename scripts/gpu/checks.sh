@@ -20,7 +20,7 @@ for name in "$@"; do
     bf16-fastprefill) ckpt=/root/tiny16 dtype=bfloat16 flag=--kv-sharing-fast-prefill ops=auto ;;
     triton)
       echo "== fused Triton decode kernel, compiled (not interpreted), fp32/fp16/bf16"
-      TRITON_INTERPRET=0 $PY -m pytest -q -p no:cacheprovider tests/unit/test_diff_attention_triton.py \
+      TRITON_INTERPRET=0 $PY -m pytest -q -p no:cacheprovider tests/unit/triton_kernel_cases.py \
         > "$OUT/triton-kernel.log" 2>&1
       echo "rc=$?"; tail -5 "$OUT/triton-kernel.log"
       continue ;;
