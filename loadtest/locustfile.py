@@ -33,9 +33,9 @@ from locust import User, events, task  # noqa: E402
 from locust.exception import StopUser  # noqa: E402
 from locust.runners import WorkerRunner  # noqa: E402
 
-from loadtest.sse import RequestResult  # noqa: E402
 from loadtest.stream_client import Endpoint  # noqa: E402
 from loadtest.workload import PRESETS, RequestFactory, Workload, resolve  # noqa: E402
+from vllm_sambay.bench.sse import RequestResult  # noqa: E402
 
 log = logging.getLogger("loadtest")
 # Taken at import, before --processes forks, so that every worker agrees on the default directory.

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import metrics
+from vllm_sambay.bench import metrics
 
 ROWS = (("ttft_ms", "TTFT (ms)"), ("tfat_ms", "time to first answer (ms)"), ("itl_ms", "ITL (ms)"),
         ("tpot_ms", "TPOT (ms)"), ("e2e_ms", "e2e latency (ms)"), ("output_tps", "output tok/s per request"))

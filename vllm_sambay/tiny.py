@@ -164,7 +164,7 @@ def _round_up(n: int, multiple: int) -> int:
     return (n + multiple - 1) // multiple * multiple
 
 
-def _published_style_config(config: Phi4FlashConfig, dtype: str) -> dict:
+def published_style_config(config: Phi4FlashConfig, dtype: str) -> dict:
     """``config.to_dict()`` minus what the published config.json does not carry: the derived
     ``layer_types`` / ``head_dim`` (the real file has neither, nor ``layers_block_type``), generic
     PreTrainedConfig bookkeeping, and every Mamba field that equals the class default (the real
@@ -270,7 +270,7 @@ def write_tiny_checkpoint(
         state["lm_head.weight"] = state["model.embed_tokens.weight"].clone()
 
     texts = {
-        "config.json": json.dumps(_published_style_config(config, dtype), indent=2, sort_keys=True) + "\n",
+        "config.json": json.dumps(published_style_config(config, dtype), indent=2, sort_keys=True) + "\n",
         "generation_config.json": json.dumps(
             {"bos_token_id": eot, "eos_token_id": [end, eot], "pad_token_id": eot}, indent=2
         ) + "\n",

@@ -16,19 +16,6 @@ from pathlib import Path
 os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
 
 
-def write_config(root: Path) -> Path:
-    from vllm_sambay.config import ARCHITECTURE, Phi4FlashConfig
-
-    cfg = Phi4FlashConfig(architectures=[ARCHITECTURE], bos_token_id=199999, eos_token_id=200020, pad_token_id=199999)
-    d = cfg.to_dict()
-    for key in ("layer_types", "head_dim"):
-        d.pop(key, None)
-    d["torch_dtype"] = "bfloat16"
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "config.json").write_text(json.dumps(d, indent=2))
-    return root
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
@@ -40,7 +27,9 @@ def main() -> int:
     import vllm
     from vllm import LLM, SamplingParams
 
-    model_dir = write_config(Path(tempfile.mkdtemp()) / "sambay-full")
+    from vllm_sambay.bench.models import write_model
+
+    model_dir = write_model(tempfile.mkdtemp(), "sambay", "full")
     t0 = time.perf_counter()
     llm = LLM(
         model=str(model_dir), load_format="dummy", skip_tokenizer_init=True, dtype="bfloat16",

@@ -1,0 +1,94 @@
+"""The benchmark's JSON document and the event lines its worker processes print.
+
+The document is rewritten after every point, so a run cut short (a time limit, an OOM, a lost
+machine) still leaves every number it measured. Worker processes report on stdout, one event per
+line behind a fixed prefix; everything else they print is vLLM's log and goes to the raw log.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+SCHEMA = Path(__file__).with_name("schema.json")
+EVENT_PREFIX = "@@sambay-bench "
+
+
+def event_line(kind: str, **data: Any) -> str:
+    return EVENT_PREFIX + json.dumps({"event": kind, **data}, default=str)
+
+
+def parse_event(line: str) -> dict[str, Any] | None:
+    if not line.startswith(EVENT_PREFIX):
+        return None
+    try:
+        return json.loads(line[len(EVENT_PREFIX):])
+    except ValueError:
+        return None
+
+
+def json_safe(obj: Any) -> Any:
+    """NaN and infinities become null: strict JSON readers (and the schema) refuse them."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+class Results:
+    """``bench.json`` of one run: header, per-model facts, and per mode its points and skips."""
+
+    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
+        self.path = path
+        self.doc: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "tool": "sambay-bench",
+            "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+            "started_at": _now(),
+            "finished_at": None,
+            "host": {"python": platform.python_version(), "platform": platform.platform(),
+                     "cpus": os.cpu_count()},
+            "environment": {},
+            "settings": settings,
+            "models": {},
+            "modes": {},
+        }
+
+    def mode(self, name: str) -> dict[str, Any]:
+        return self.doc["modes"].setdefault(name, {"points": [], "skipped": []})
+
+    def add_point(self, mode: str, point: dict[str, Any]) -> None:
+        self.mode(mode)["points"].append(point)
+        self.save()
+
+    def add_skip(self, mode: str, skip: dict[str, Any]) -> None:
+        self.mode(mode)["skipped"].append(skip)
+        self.save()
+
+    def save(self, finished: bool = False) -> None:
+        if finished:
+            self.doc["finished_at"] = _now()
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(json_safe(self.doc), indent=2) + "\n")
+        tmp.replace(self.path)
+
+
+def validate(doc: dict[str, Any]) -> None:
+    """Raises ``jsonschema.ValidationError`` naming the first field that does not fit."""
+    import jsonschema
+
+    jsonschema.validate(doc, json.loads(SCHEMA.read_text()))
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
