@@ -108,6 +108,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--output-len", type=int)
     g.add_argument("--jitter", type=float, help="std of the lengths as a fraction of the mean (paper 0.3)")
     g.add_argument("--requests", type=int, help="measured requests per level (paper: 4C+32)")
+    g.add_argument("--requests-per-client", type=int, help="measured requests per level = this x C")
     g.add_argument("--warmup-per-client", type=int)
     g = run.add_argument_group("decode sweep")
     g.add_argument("--batches", type=int_list)
@@ -133,7 +134,13 @@ def resolve(args: argparse.Namespace, has_gpu: bool) -> dict[str, Any]:
         value = getattr(args, key, None)
         if value is not None:
             s[key] = value
-    s["requests"] = args.requests  # None: the paper's 4C + 32
+    if args.requests is not None and args.requests_per_client is not None:
+        raise SystemExit("sambay-bench: give --requests or --requests-per-client, not both")
+    for key in ("requests", "requests_per_client"):
+        value = getattr(args, key)
+        if value is not None and value < 1:
+            raise SystemExit(f"sambay-bench: --{key.replace('_', '-')} must be at least 1")
+        s[key] = value  # both None: the paper's 4C + 32
     s["dtype"] = args.dtype or ("bfloat16" if has_gpu else "float32")
     s["enforce_eager"] = (not has_gpu) if args.enforce_eager is None else args.enforce_eager
     for key in ("modes", "models", "size", "gpu_memory_utilization", "time_budget_s", "startup_timeout_s",
@@ -149,7 +156,8 @@ def resolve(args: argparse.Namespace, has_gpu: bool) -> dict[str, Any]:
 
 
 def paper_differences(s: dict[str, Any]) -> dict[str, Any]:
-    ran = {**{k: s[k] for k in PAPER if k in s}, "requests": s["requests"] or "4C+32"}
+    per_client = f"{s['requests_per_client']}C" if s.get("requests_per_client") else None
+    ran = {**{k: s[k] for k in PAPER if k in s}, "requests": s["requests"] or per_client or "4C+32"}
     return {k: {"paper": PAPER[k], "ran": ran[k]} for k in PAPER if ran[k] != PAPER[k]}
 
 
@@ -319,7 +327,7 @@ class Bench:
             end = time.perf_counter() + budget
             levels = list(s["concurrency"])
             for i, c in enumerate(levels):
-                planned = s["requests"] or paper_requests(c)
+                planned = s["requests"] or (s["requests_per_client"] or 0) * c or paper_requests(c)
                 level_deadline = time.perf_counter() + (end - time.perf_counter()) / (len(levels) - i)
                 bar = tqdm(total=planned, desc=f"{model} serve C={c}", unit="req", leave=False, disable=None)
                 run = asyncio.run(closed_loop(srv.base_url, model, c, planned, s["warmup_per_client"], load,
