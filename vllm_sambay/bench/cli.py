@@ -382,7 +382,7 @@ class Bench:
 def brief(mode: str, p: dict[str, Any]) -> str:
     if mode == "decode":
         roof = f", roofline {p['roofline_ms']:.2f} ms ({p['roofline_fraction']:.0%})" if p.get("roofline_ms") else ""
-        lim = f" of {p['batch']} (KV capacity)" if p.get("limited_by") else ""
+        lim = f" of {p['batch']} ({p['limited_by']})" if p.get("limited_by") else ""
         return (f"B={p['batch_running']}{lim} L={p['context']}: {p['ms_per_step']:.2f} ms/step, "
                 f"{p['tok_s']:.0f} tok/s{roof}")
     if mode == "genlen":

@@ -48,6 +48,7 @@ class EngineDriver:
         from vllm.sampling_params import RequestOutputKind
 
         self.engine = llm.llm_engine
+        self.max_num_seqs = self.engine.vllm_config.scheduler_config.max_num_seqs
         self.vocab_size = vocab_size
         self.rng = random.Random(seed)
         self._params = lambda n: SamplingParams(max_tokens=n, ignore_eos=True, temperature=0.0, detokenize=False,
@@ -141,12 +142,13 @@ class Runner:
         emit("progress", mode="decode", model=self.model, n=len(points), total=len(points), desc="done")
 
     def _decode_time_guess(self, batch, context, prompt_len, steps, measured, prefill_tok_s) -> float | None:
-        """Prefill at the best rate seen so far plus steps costed by bytes read (the roofline model
-        scaled to what this machine achieved); None before anything was measured."""
+        """Prefill at the best rate seen so far plus steps costed by bytes read, scaled from the last
+        (largest, so nearest) point measured; None before anything was measured."""
         if not measured or not prefill_tok_s:
             return None
-        ms = max(p["ms_per_step"] * self.cost.per_step(batch, context)
-                 / self.cost.per_step(p["batch_running"], p["context"]) for p in measured)
+        last = measured[-1]
+        ms = last["ms_per_step"] * self.cost.per_step(batch, context) / self.cost.per_step(
+            last["batch_running"], last["context"])
         return batch * prompt_len / prefill_tok_s + steps * ms / 1e3
 
     def _decode_point(self, batch, context, prompt_len, steps, warmup_steps, deadline) -> dict[str, Any]:
@@ -160,11 +162,11 @@ class Runner:
             self.check(deadline)
             started.update(d.step())
             view = d.scheduler()
-            # Nobody prefilling while requests wait: the scheduler could not admit them (KV full).
+            # Nobody prefilling while requests wait: the scheduler could not admit them.
             if view is not None and view.waiting and not view.prefilling and len(started) >= view.running:
                 stuck += 1
                 if stuck >= 3:
-                    limited_by = "kv_capacity"
+                    limited_by = "max_num_seqs" if view.running >= d.max_num_seqs else "kv_capacity"
                     break
             else:
                 stuck = 0
