@@ -5,14 +5,19 @@
 #   bash scripts/gpu/bench.sh serve     # mode 1: closed-loop clients through vLLM's OpenAI server
 # Budgets are per mode and model, engine start-up excluded (full size with CUDA graphs: ~1.5 min per
 # engine); the JSON lists every point a budget cut. Knobs: BUDGET_S, SERVE_BUDGET_S, CONCURRENCY,
-# SERVE_OUTPUT_LEN, SERVE_REQUESTS_PER_CLIENT, BATCHES, CONTEXTS, GEN_LENS, MAX_MODEL_LEN, GPU_UTIL.
+# SERVE_OUTPUT_LEN, SERVE_REQUESTS_PER_CLIENT, BATCHES, CONTEXTS, GEN_LENS, MAX_MODEL_LEN, GPU_UTIL,
+# CAPTURE_SIZES.
 set -uo pipefail
 PY=${PY:-/opt/torch/.venv/bin/python3}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 export VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_NO_USAGE_STATS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 export PYTHONPATH=${PYTHONPATH:-$PWD}
-common=(--gpu-memory-utilization "${GPU_UTIL:-0.9}" --max-model-len "${MAX_MODEL_LEN:-40960}")
+# CUDA graphs only for the batch sizes the sweep and the clients use: a shorter start than vLLM's
+# default list of sizes (each full-size engine start is what the device budget pays most for).
+CAPTURE=${CAPTURE_SIZES:-1,2,4,8,16,32,64,128,256}
+common=(--gpu-memory-utilization "${GPU_UTIL:-0.9}" --max-model-len "${MAX_MODEL_LEN:-40960}"
+        --engine-arg "compilation_config={\"cudagraph_capture_sizes\": [$CAPTURE]}")
 for part in "$@"; do
   case $part in
     offline)

@@ -93,9 +93,11 @@ def test_ratios_pair_the_two_models_per_level():
 
 def test_flags(tmp_path):
     args = cli.parser().parse_args(["run", "--engine-arg", "dense:num_gpu_blocks_override=20",
-                                    "--engine-arg", "max-num-seqs=8", "--engine-arg", "kv_cache_dtype=fp8"])
+                                    "--engine-arg", "max-num-seqs=8", "--engine-arg", "kv_cache_dtype=fp8",
+                                    "--engine-arg", 'sambay:compilation_config={"cudagraph_capture_sizes": [1, 16]}'])
     assert args.engine_arg == [("dense", "num_gpu_blocks_override", 20), (None, "max_num_seqs", 8),
-                               (None, "kv_cache_dtype", "fp8")]
+                               (None, "kv_cache_dtype", "fp8"),
+                               ("sambay", "compilation_config", {"cudagraph_capture_sizes": [1, 16]})]
     s = cli.resolve(args, has_gpu=True)
     assert s["dtype"] == "bfloat16" and s["enforce_eager"] is False and s["requests"] is None
     assert cli.paper_differences(s) == {}  # the defaults are the paper's method
