@@ -70,8 +70,8 @@ def name_list(known: tuple[str, ...]):
 
 def engine_arg(text: str) -> tuple[str | None, str, Any]:
     """``[MODEL:]KEY=VALUE``; VALUE is read as JSON when it parses (numbers, true, objects)."""
-    scope, _, rest = text.rpartition(":") if ":" in text.split("=", 1)[0] else ("", "", text)
-    key, sep, value = rest.partition("=")
+    head, sep, value = text.partition("=")
+    scope, _, key = head.rpartition(":")  # a colon in VALUE (JSON) is not a model prefix
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected [MODEL:]KEY=VALUE, got {text!r}")
     if scope and scope not in MODELS:
