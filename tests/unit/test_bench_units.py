@@ -144,7 +144,8 @@ def test_inconsistent_settings_are_refused(argv, message):
 
 
 def _doc() -> dict:
-    point = {"model": "sambay", "batch": 4, "context": 256, "prompt_len": 246, "batch_running": 4, "limited_by": None,
+    point = {"model": "sambay", "batch": 4, "context": 256, "prompt_len": 246, "context_mean": 256.5,
+             "batch_running": 4, "limited_by": None,
              "steps": 8, "ms_per_step": 3.2, "tok_s": 1250.0, "prefill_s": 0.1, "bytes_per_step": 10**6,
              "roofline_ms": None, "roofline_fraction": None}
     return {"schema_version": 1, "tool": "sambay-bench", "command": ["sambay-bench", "run"], "started_at": "x",

@@ -220,7 +220,8 @@ class Bench:
         modes: dict[str, dict[str, Any]] = {}
         if "decode" in s["modes"]:
             modes["decode"] = {"batches": s["batches"], "contexts": s["contexts"], "steps": s["decode_steps"],
-                               "warmup_steps": s["decode_warmup_steps"], "budget_s": budget}
+                               "warmup_steps": s["decode_warmup_steps"], "max_model_len": s["max_model_len"],
+                               "budget_s": budget}
         if "genlen" in s["modes"]:
             modes["genlen"] = {"prompt_len": s["genlen_prompt_len"], "gen_lens": s["gen_lens"],
                                "max_model_len": s["max_model_len"], "budget_s": budget}

@@ -15,6 +15,7 @@ import random
 import statistics
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,7 @@ class Runner:
             raise OutOfTime
 
     # -- mode 2 ------------------------------------------------------------------------------
-    def decode(self, batches: list[int], contexts: list[int], steps: int, warmup_steps: int,
+    def decode(self, batches: list[int], contexts: list[int], steps: int, warmup_steps: int, max_model_len: int,
                budget_s: float) -> None:
         """ms per decode step with ``batch`` sequences at ``context`` tokens each. Prompts are
         ``context - warmup - steps/2`` long, so the timed steps are centred on ``context``. When the
@@ -121,6 +122,10 @@ class Runner:
             if prompt_len < 1:
                 emit("skip", mode="decode", point=where, reason=f"context {context} is shorter than the steps")
                 continue
+            if context + steps > max_model_len:
+                emit("skip", mode="decode", point=where,
+                     reason=f"context {context} exceeds max_model_len {max_model_len}")
+                continue
             left = deadline - time.perf_counter()
             guess = self._decode_time_guess(batch, context, prompt_len, steps + warmup_steps, measured,
                                             prefill_tok_s)
@@ -129,7 +134,7 @@ class Runner:
                      reason=f"time budget: needs ~{guess:.0f} s, {max(left, 0):.0f} s left")
                 continue
             try:
-                point = self._decode_point(batch, context, prompt_len, steps, warmup_steps, deadline)
+                point = self._decode_point(batch, context, prompt_len, steps, warmup_steps, max_model_len, deadline)
             except OutOfTime:
                 self.d.abort_all()
                 emit("skip", mode="decode", point=where, reason="time budget ran out during the point")
@@ -151,19 +156,23 @@ class Runner:
             last["batch_running"], last["context"])
         return batch * prompt_len / prefill_tok_s + steps * ms / 1e3
 
-    def _decode_point(self, batch, context, prompt_len, steps, warmup_steps, deadline) -> dict[str, Any]:
+    def _decode_point(self, batch, context, prompt_len, steps, warmup_steps, max_model_len,
+                      deadline) -> dict[str, Any]:
+        """Requests may generate up to max_model_len, so none finishes inside the point, however long
+        the others take to prefill (early starters decode meanwhile); all are aborted at its end.
+        ``context_mean`` is the measured mean context at the middle of the timed steps."""
         d = self.d
         for _ in range(batch):
-            d.add(prompt_len, warmup_steps + steps + 2)
-        started: set[str] = set()
+            d.add(prompt_len, max_model_len - prompt_len)
+        generated: Counter[str] = Counter()
         t0 = time.perf_counter()
         limited_by, stuck = None, 0
-        while len(started) < batch:
+        while len(generated) < batch:
             self.check(deadline)
-            started.update(d.step())
+            generated.update(d.step())
             view = d.scheduler()
             # Nobody prefilling while requests wait: the scheduler could not admit them.
-            if view is not None and view.waiting and not view.prefilling and len(started) >= view.running:
+            if view is not None and view.waiting and not view.prefilling and len(generated) >= view.running:
                 stuck += 1
                 if stuck >= 3:
                     limited_by = "max_num_seqs" if view.running >= d.max_num_seqs else "kv_capacity"
@@ -173,22 +182,28 @@ class Runner:
         prefill_s = time.perf_counter() - t0
         for _ in range(warmup_steps):
             self.check(deadline)
-            d.step()
+            generated.update(d.step())
+        before = dict(generated)
         tokens = 0
         t0 = time.perf_counter()
         for _ in range(steps):
             self.check(deadline)
-            tokens += sum(d.step().values())
+            new = d.step()
+            generated.update(new)
+            tokens += sum(new.values())
         elapsed = time.perf_counter() - t0
         d.abort_all()
+        in_window = [r for r in generated if generated[r] > before.get(r, 0)]
+        midpoints = [(before.get(r, 0) + generated[r]) / 2 for r in in_window]
+        context_mean = prompt_len + sum(midpoints) / max(len(midpoints), 1)
         running = round(tokens / steps)
         ms = elapsed / steps * 1e3
-        roof = roofline_ms(self.cost.per_step(running, context), self.tbps)
+        step_bytes = self.cost.per_step(running, round(context_mean))
+        roof = roofline_ms(step_bytes, self.tbps)
         return {
             "model": self.model, "batch": batch, "context": context, "prompt_len": prompt_len,
-            "batch_running": running, "limited_by": limited_by, "steps": steps,
-            "ms_per_step": ms, "tok_s": tokens / elapsed, "prefill_s": prefill_s,
-            "bytes_per_step": self.cost.per_step(running, context),
+            "context_mean": context_mean, "batch_running": running, "limited_by": limited_by, "steps": steps,
+            "ms_per_step": ms, "tok_s": tokens / elapsed, "prefill_s": prefill_s, "bytes_per_step": step_bytes,
             "roofline_ms": roof, "roofline_fraction": roof / ms if roof else None,
         }
 
