@@ -134,3 +134,19 @@ def test_budget_skips_are_listed_and_a_failed_start_is_an_error(tmp_path):
     errors = doc["models"]["dense"]["errors"]
     assert len(errors) == 1 and "max_model_len" in errors[0].replace("max seq len", "max_model_len"), errors
     assert "## Errors" in (out / "summary.md").read_text()
+
+
+def test_a_budget_cuts_a_serve_level_short_and_says_so(tmp_path):
+    out = tmp_path / "run"
+    r = bench("run", "--size", "tiny", "--out", str(out), "--models", "sambay", "--modes", "serve",
+              "--concurrency", "2", "--requests", "1000", "--time-budget-s", "4")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    doc = json.loads((out / "bench.json").read_text())
+    validate(doc)
+    (p,) = doc["modes"]["serve"]["points"]
+    assert 0 < p["requests"] < 1000 and p["failed"] == 0 and p["cut_in_flight"] <= 2
+    (cut,) = doc["modes"]["serve"]["paper_method"]["cut_by_budget"]
+    assert cut == {"model": "sambay", "concurrency": 2, "planned": 1000, "measured": p["requests"],
+                   "cut_in_flight": p["cut_in_flight"]}
+    assert doc["modes"]["serve"]["paper_method"]["differences"]["requests"] == {"paper": "4C+32", "ran": 1000}
+    assert f"measured {p['requests']} of 1000 requests" in (out / "summary.md").read_text()

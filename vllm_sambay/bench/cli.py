@@ -344,6 +344,10 @@ class Bench:
                     self.results.add_skip("serve", {"model": model, "concurrency": c, "reason": reason})
                     self.log.say(f"[{model}] serve: C={c} skipped: {reason}")
                     continue
+                if point["requests"] < planned:
+                    mode["paper_method"].setdefault("cut_by_budget", []).append(
+                        {"model": model, "concurrency": c, "planned": planned, "measured": point["requests"],
+                         "cut_in_flight": point["cut_in_flight"]})
                 self.results.add_point("serve", point)
                 self.log.say(f"[{model}] serve: {brief('serve', point)}")
         finally:

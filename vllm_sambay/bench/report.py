@@ -50,9 +50,13 @@ def serve_table(doc: dict[str, Any]) -> str:
                      f"{s.get('ok', 0)}/{d.get('ok', 0)}"])
     head = ["C", "latency s SambaY", "latency s dense", "q/s SambaY", "q/s dense", "q/s ratio", "tok/s SambaY",
             "tok/s dense", "TTFT ms SambaY", "TTFT ms dense", "ok S/D"]
-    diffs = doc["modes"]["serve"].get("paper_method", {}).get("differences", {})
+    method = doc["modes"]["serve"].get("paper_method", {})
+    diffs = method.get("differences", {})
     note = ("Paper method as published." if not diffs else
             "Reduced against the paper: " + "; ".join(f"{k} {v['ran']} (paper {v['paper']})" for k, v in diffs.items()))
+    for cut in method.get("cut_by_budget", []):
+        note += (f"\nTime budget: {cut['model']} C={cut['concurrency']} measured {cut['measured']} of "
+                 f"{cut['planned']} requests.")
     return _table(head, rows) + "\n\n" + note
 
 
