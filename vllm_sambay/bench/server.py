@@ -5,6 +5,7 @@ makes the next start fail or hang)."""
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import time
@@ -16,7 +17,22 @@ class ServerError(RuntimeError):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A free port below the kernel's ephemeral range: the ports vLLM's engine processes take for
+    themselves (bind to port 0) come from that range, so they can never take this one first."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # crowded below the range: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
@@ -48,19 +64,33 @@ class ServerProcess:
         except OSError:
             return ""
 
-    def start(self) -> None:
+    def start(self, attempts: int = 3) -> None:
+        """The port is picked free but only bound by the server after its engine started, and the
+        engine's own processes open ports meanwhile: when one took ours, start again on another."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once()
+            except ServerError as exc:
+                if "address already in use" not in str(exc) or attempt == attempts - 1:
+                    raise
+                self.port = free_port()
+                self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def _start_once(self) -> None:
         import httpx
         import psutil
 
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
+        start_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([*self.cmd, "--host", "127.0.0.1", "--port", str(self.port)],
                                          stdout=log, stderr=subprocess.STDOUT, env=self.env)
         try:
             while True:
                 if self.proc.poll() is not None:
-                    raise ServerError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
+                    this_run = self.log_path.read_bytes()[start_offset:].decode(errors="replace")
+                    raise ServerError(f"server exited with {self.proc.returncode}:\n{this_run[-4000:]}")
                 try:
                     if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
                         break
@@ -91,7 +121,12 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        _, alive = psutil.wait_procs(self._children, timeout=30)
+        # vLLM's engine processes leave on their own once the server is gone; what is still there
+        # after a grace period is asked, then made, to go.
+        _, alive = psutil.wait_procs(self._children, timeout=10)
+        for child in alive:
+            child.terminate()
+        _, alive = psutil.wait_procs(alive, timeout=10)
         for child in alive:
             child.kill()
         self.proc = None
