@@ -23,14 +23,22 @@ def bench(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout)
 
 
+def tiny_bench(out: Path, *args: str, rc: int = 0) -> dict:
+    """``sambay-bench run --size tiny --out OUT ARGS``: the exit status it must have, and its
+    bench.json, checked against the schema."""
+    r = bench("run", "--size", "tiny", "--out", str(out), *args)
+    assert r.returncode == rc, r.stdout[-3000:] + r.stderr[-3000:]
+    doc = json.loads((out / "bench.json").read_text())
+    validate(doc)
+    return doc
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bench") / "run"
     # 20 KV blocks of 128 tokens for the dense model: 16 sequences of 256 tokens cannot all fit.
     # 512-token steps: a batch takes several steps to prefill while its first requests already decode.
-    r = bench("run", "--size", "tiny", "--out", str(out), "--engine-arg", "dense:num_gpu_blocks_override=20",
-              "--engine-arg", "max_num_batched_tokens=512")
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    tiny_bench(out, "--engine-arg", "dense:num_gpu_blocks_override=20", "--engine-arg", "max_num_batched_tokens=512")
     return out
 
 
@@ -40,7 +48,7 @@ def by(points: list[dict], *keys: str) -> dict:
 
 def test_writes_a_valid_document_with_every_mode_for_both_models(tiny_run):
     doc = json.loads((tiny_run / "bench.json").read_text())
-    validate(doc)
+    validate(doc)  # as written at the end, after the report
     assert doc["command"][:3] == ["sambay-bench", "run", "--size"] and doc["finished_at"]
     env = doc["environment"]
     assert env["device"] == "cpu" and env["vllm"] and env["torch"]
@@ -121,11 +129,8 @@ def test_budget_skips_are_listed_and_a_failed_start_is_an_error(tmp_path):
     """No time: every point is skipped with its reason. Too few KV blocks for max_model_len: the
     dense engine cannot start; the run goes on, records vLLM's reason and exits 1."""
     out = tmp_path / "run"
-    r = bench("run", "--size", "tiny", "--out", str(out), "--modes", "decode,ttft", "--time-budget-s", "0",
-              "--batches", "1", "--contexts", "64", "--engine-arg", "dense:num_gpu_blocks_override=4")
-    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
-    doc = json.loads((out / "bench.json").read_text())
-    validate(doc)
+    doc = tiny_bench(out, "--modes", "decode,ttft", "--time-budget-s", "0", "--batches", "1", "--contexts", "64",
+                     "--engine-arg", "dense:num_gpu_blocks_override=4", rc=1)
     assert doc["modes"].get("decode", {"points": []})["points"] == []
     skipped = [s for m in doc["modes"].values() for s in m["skipped"]]
     assert {(s["model"], s.get("batch"), s.get("prompt_len")) for s in skipped} == {
@@ -138,11 +143,8 @@ def test_budget_skips_are_listed_and_a_failed_start_is_an_error(tmp_path):
 
 def test_a_budget_cuts_a_serve_level_short_and_says_so(tmp_path):
     out = tmp_path / "run"
-    r = bench("run", "--size", "tiny", "--out", str(out), "--models", "sambay", "--modes", "serve",
-              "--concurrency", "2", "--requests", "1000", "--time-budget-s", "4")
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    doc = json.loads((out / "bench.json").read_text())
-    validate(doc)
+    doc = tiny_bench(out, "--models", "sambay", "--modes", "serve", "--concurrency", "2", "--requests", "1000",
+                     "--time-budget-s", "4")
     (p,) = doc["modes"]["serve"]["points"]
     assert 0 < p["requests"] < 1000 and p["failed"] == 0 and p["cut_in_flight"] <= 2
     (cut,) = doc["modes"]["serve"]["paper_method"]["cut_by_budget"]
