@@ -172,6 +172,10 @@ def engine_settings(s: dict[str, Any], model: str, model_dir: Path) -> dict[str,
     return engine
 
 
+def dtype_bytes(dtype: str) -> int:
+    return 4 if dtype in ("float32", "float") else 2
+
+
 def server_flags(engine: dict[str, Any]) -> list[str]:
     flags = []
     for key, value in engine.items():
@@ -234,7 +238,7 @@ class Bench:
         if "decode" in modes:
             engine.setdefault("max_num_seqs", max(s["batches"]))
         spec = {"model": model, "size": s["size"], "engine": engine, "modes": modes, "vocab_size": vocab_size,
-                "dtype_bytes": 4 if s["dtype"] in ("float32", "float") else 2, "hbm_tbps": s["hbm_tbps"]}
+                "dtype_bytes": dtype_bytes(s["dtype"]), "hbm_tbps": s["hbm_tbps"]}
         spec_path = self.out / "logs" / f"offline-{model}.json"
         spec_path.write_text(json.dumps(spec, indent=2, default=str))
         self.results.doc["models"][model]["offline_engine"] = engine
@@ -361,7 +365,7 @@ class Bench:
         for model in s["models"]:
             model_dir = write_model(self.out / "models", model, s["size"])
             cfg = json.loads((model_dir / "config.json").read_text())
-            cost = decode_bytes(model, s["size"], dtype_bytes=4 if s["dtype"] in ("float32", "float") else 2)
+            cost = decode_bytes(model, s["size"], dtype_bytes=dtype_bytes(s["dtype"]))
             self.results.doc["models"][model] = {
                 "architecture": cfg["architectures"][0], "dir": str(model_dir.relative_to(self.out)),
                 "decode_bytes": cost.to_dict(), "vocab_size": cfg["vocab_size"],

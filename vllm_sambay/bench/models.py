@@ -32,6 +32,7 @@ PHI4_MINI_LONG_FACTOR = [
 FULL_VOCAB = 200064
 TINY_VOCAB = 512
 EOS_ID = 200020  # <|end|> in the o200k-based Phi-4 vocabulary; benchmarks run with ignore_eos anyway
+FIRST_ID = 10  # prompts use ids from here up: clear of the low ids tokenizers give to control tokens
 
 
 def dense_config(size: str) -> dict[str, Any]:

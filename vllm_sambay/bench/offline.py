@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .models import FIRST_ID
 from .results import event_line
 from .roofline import DecodeBytes, decode_bytes, hbm_tbps, roofline_ms
-
-FIRST_ID = 10  # prompts use ids from here up: clear of the low ids tokenizers give to control tokens
 
 
 def emit(kind: str, **data: Any) -> None:

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .metrics import summarize
+from .models import FIRST_ID
 from .results import json_safe
 from .sse import RequestResult, StreamReader, http_error
-
-FIRST_ID = 10
 
 
 @dataclass(frozen=True)
@@ -83,23 +82,21 @@ async def closed_loop(base_url: str, model: str, concurrency: int, requests: int
     timeout = aiohttp.ClientTimeout(total=None, sock_read=600)
     connector = aiohttp.TCPConnector(limit=concurrency + 1)
 
-    def body(rng: random.Random) -> dict[str, Any]:
+    def body(rng: random.Random) -> tuple[dict[str, Any], int]:
+        """A request body and its drawn prompt length."""
         prompt_len, output_len = load.lengths(rng)
         return {"model": model, "prompt": prompt_text(prompt_len, vocab_size, rng), "max_tokens": output_len,
                 "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True},
-                "temperature": load.temperature, "top_p": load.top_p, "_prompt_len": prompt_len}
+                "temperature": load.temperature, "top_p": load.top_p}, prompt_len
 
     async def client(idx: int, session) -> None:
         nonlocal issued
         rng = random.Random(seed * 1_000_003 + idx)
         for _ in range(warmup_per_client):
-            b = body(rng)
-            b.pop("_prompt_len")
-            await stream_request(session, base_url + path, b, headers)
+            await stream_request(session, base_url + path, body(rng)[0], headers)
         while issued < requests and time.perf_counter() < deadline:
             issued += 1
-            b = body(rng)
-            planned = b.pop("_prompt_len")
+            b, planned = body(rng)
             t_wall = time.time()
             result = await stream_request(session, base_url + path, b, headers)
             rec = {"start": t_wall, "client": idx, "planned_prompt_len": planned,

@@ -58,9 +58,10 @@ class ServerProcess:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def log_tail(self, n: int = 4000) -> str:
+    def log_tail(self, since: int = 0, n: int = 4000) -> str:
+        """The end of what the log holds from byte ``since`` on (one start's part of it)."""
         try:
-            return self.log_path.read_text(errors="replace")[-n:]
+            return self.log_path.read_bytes()[since:].decode(errors="replace")[-n:]
         except OSError:
             return ""
 
@@ -89,15 +90,15 @@ class ServerProcess:
         try:
             while True:
                 if self.proc.poll() is not None:
-                    this_run = self.log_path.read_bytes()[start_offset:].decode(errors="replace")
-                    raise ServerError(f"server exited with {self.proc.returncode}:\n{this_run[-4000:]}")
+                    raise ServerError(f"server exited with {self.proc.returncode}:\n{self.log_tail(start_offset)}")
                 try:
                     if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
                         break
                 except httpx.HTTPError:
                     pass
                 if time.monotonic() - t0 > self.ready_timeout_s:
-                    raise ServerError(f"server not ready in {self.ready_timeout_s:.0f} s:\n{self.log_tail()}")
+                    raise ServerError(f"server not ready in {self.ready_timeout_s:.0f} s:\n"
+                                      f"{self.log_tail(start_offset)}")
                 time.sleep(1)
             self.ready_s = time.monotonic() - t0
             self._children = psutil.Process(self.proc.pid).children(recursive=True)
