@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vllm_sambay.bench import metrics
+from vllm_sambay.bench.results import json_safe
 
 ROWS = (("ttft_ms", "TTFT (ms)"), ("tfat_ms", "time to first answer (ms)"), ("itl_ms", "ITL (ms)"),
         ("tpot_ms", "TPOT (ms)"), ("e2e_ms", "e2e latency (ms)"), ("output_tps", "output tok/s per request"))
@@ -99,17 +100,6 @@ def table(summary: dict[str, Any], locust: dict[str, Any] | None = None) -> str:
         lines.append(f"Locust CSV: {post['requests']} requests, {post['failures']} failures "
                      "(requests finishing during --stop-timeout may be missing there)")
     return "\n".join(lines)
-
-
-def json_safe(obj: Any) -> Any:
-    """JSON has no NaN."""
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_safe(v) for v in obj]
-    return obj
 
 
 def plot(run_dir: Path, records: list[dict[str, Any]], locust: dict[str, Any],

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vllm_sambay.bench.results import json_safe
+
 from . import report
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -103,7 +105,7 @@ def sweep(host: str, levels: list[int], out: Path, run_time: str, stop_timeout: 
             raise SystemExit(f"concurrency {users}: Locust (exit {code}) recorded no request:\n{tail}")
         summary = report.report(run_dir, warmup_s)["summary"]
         points.append(point(users, summary, code))
-        (out / "sweep.json").write_text(json.dumps(report.json_safe({"host": host, "run_time": run_time,
+        (out / "sweep.json").write_text(json.dumps(json_safe({"host": host, "run_time": run_time,
                                                                    "locust_args": extra, "points": points}),
                                                    indent=1))
     plot(points, out / "sweep.png")
