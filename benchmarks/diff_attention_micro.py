@@ -1,6 +1,6 @@
 """Decode-step differential attention on vLLM's paged KV cache, H100: the plugin's packed
 single call vs the four-call composition of the old vLLM 0.10 backend vs the fused Triton
-kernel (``vllm_sambay/ops/diff_attention_triton.py``) vs the HBM roofline.
+kernel (``benchmarks/diff_attention_triton.py``, beside this file until it is wired into the model) vs the HBM roofline.
 
 Per layer of the published model (40 q heads, 20 kv heads, head_dim 64, bf16), one new token per
 sequence, batch B, context L. Both variants read the same K/V bytes from HBM in the ideal case
@@ -43,9 +43,8 @@ def timed(fn, iters: int = 30, warmup: int = 5) -> float:
 
 
 def measure(B: int, L: int, hbm_tbps: float) -> dict:
+    from diff_attention_triton import diff_attention_decode
     from vllm.vllm_flash_attn import flash_attn_varlen_func
-
-    from vllm_sambay.ops.diff_attention_triton import diff_attention_decode
 
     dev, dt = "cuda", torch.bfloat16
     nblk = math.ceil(L / BLOCK)

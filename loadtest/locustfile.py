@@ -34,8 +34,8 @@ from locust.exception import StopUser  # noqa: E402
 from locust.runners import WorkerRunner  # noqa: E402
 
 from loadtest.stream_client import Endpoint  # noqa: E402
-from loadtest.workload import PRESETS, RequestFactory, Workload, resolve  # noqa: E402
-from vllm_sambay.bench.sse import RequestResult  # noqa: E402
+from sambay_client.sse import RequestResult  # noqa: E402
+from sambay_client.workload import PRESETS, RequestFactory, Workload, resolve  # noqa: E402
 
 log = logging.getLogger("loadtest")
 # Taken at import, before --processes forks, so that every worker agrees on the default directory.
@@ -60,9 +60,9 @@ def add_arguments(parser) -> None:
     g.add_argument("--output-tokens", env_var="LOADTEST_OUTPUT_TOKENS", type=int, default=None,
                    help=f"max_tokens per request (default {Workload.output_tokens})")
     g.add_argument("--prompt-jitter", env_var="LOADTEST_PROMPT_JITTER", type=float, default=None,
-                   help="+-fraction of uniform jitter on the prompt length (default 0)")
+                   help="std of the prompt length as a fraction of its mean (Gaussian, as the paper; default 0)")
     g.add_argument("--output-jitter", env_var="LOADTEST_OUTPUT_JITTER", type=float, default=None,
-                   help="+-fraction of uniform jitter on max_tokens (default 0)")
+                   help="std of max_tokens as a fraction of its mean (Gaussian, as the paper; default 0)")
     g.add_argument("--ignore-eos", env_var="LOADTEST_IGNORE_EOS", action=argparse.BooleanOptionalAction,
                    default=None, help="send ignore_eos (vLLM extension) so every request decodes max_tokens")
     g.add_argument("--temperature", env_var="LOADTEST_TEMPERATURE", type=float, default=None)

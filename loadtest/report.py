@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vllm_sambay.bench import metrics
-from vllm_sambay.bench.results import json_safe
+from sambay_client import metrics
+from sambay_client.jsonutil import json_safe
 
 ROWS = (("ttft_ms", "TTFT (ms)"), ("tfat_ms", "time to first answer (ms)"), ("itl_ms", "ITL (ms)"),
         ("tpot_ms", "TPOT (ms)"), ("e2e_ms", "e2e latency (ms)"), ("output_tps", "output tok/s per request"))

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from geventhttpclient import HTTPClient
 
-from vllm_sambay.bench.sse import RequestResult, StreamReader, http_error
+from sambay_client.sse import RequestResult, StreamReader, http_error
 
 
 class Endpoint:

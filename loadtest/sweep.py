@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vllm_sambay.bench.results import json_safe
+from sambay_client.jsonutil import json_safe
 
 from . import report
 

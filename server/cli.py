@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None = None):
     cpu = _is_cpu()
     defaults = {}
     if not _given("--model", argv):
-        from vllm_sambay.tiny import write_tiny_checkpoint
+        from vllm_sambay.testing.tiny import write_tiny_checkpoint
 
         defaults["model"] = str(write_tiny_checkpoint(DEFAULT_TINY))
         defaults["served_model_name"] = ["sambay-tiny"]

@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
-    from vllm_sambay.tiny import write_tiny_checkpoint
+    from vllm_sambay.testing.tiny import write_tiny_checkpoint
 
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "sambay", seed=0)
 
@@ -27,7 +27,7 @@ def tiny_checkpoint(tmp_path_factory):
 def served(cmd: list[str], log_path, ready_timeout: float = 300):
     """Run a multi-process server (``cmd`` + ``--host/--port``) until ``/health`` answers; yield
     ``(base_url, proc)``; on exit stop it and make sure no engine process outlives it."""
-    from vllm_sambay.bench.server import ServerError, ServerProcess
+    from sambay_bench.server import ServerError, ServerProcess
 
     env = {"VLLM_CPU_KVCACHE_SPACE": "1"}
     srv = ServerProcess(cmd, log_path, ready_timeout_s=ready_timeout, env=env)

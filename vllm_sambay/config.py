@@ -21,6 +21,9 @@ except ImportError:  # pragma: no cover - transformers 4.x
 
 MODEL_TYPE = "phi4flash"
 ARCHITECTURE = "Phi4FlashForCausalLM"
+# RMSNorm epsilon inside differential attention (not the config's layer_norm_eps): fixed by the
+# published modelling code, shared by the vLLM layer, the reference and the Triton kernel.
+SUBLN_EPS = 1e-5
 
 
 class LayerKind(enum.StrEnum):

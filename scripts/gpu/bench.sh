@@ -21,12 +21,12 @@ common=(--gpu-memory-utilization "${GPU_UTIL:-0.9}" --max-model-len "${MAX_MODEL
 for part in "$@"; do
   case $part in
     offline)
-      "$PY" -m vllm_sambay.bench.cli run --out "$OUT/bench-offline" --modes decode,genlen,ttft "${common[@]}" \
+      "$PY" -m sambay_bench.cli run --out "$OUT/bench-offline" --modes decode,genlen,ttft "${common[@]}" \
         --time-budget-s "${BUDGET_S:-60}" --batches "${BATCHES:-1,16,64,256}" \
         --contexts "${CONTEXTS:-2048,8192,16384,32768}" --gen-lens "${GEN_LENS:-500,1000,2000,4000,8000,16000,32000}"
       echo "rc=$?" ;;
     serve)
-      "$PY" -m vllm_sambay.bench.cli run --out "$OUT/bench-serve" --modes serve "${common[@]}" \
+      "$PY" -m sambay_bench.cli run --out "$OUT/bench-serve" --modes serve "${common[@]}" \
         --time-budget-s "${SERVE_BUDGET_S:-240}" --concurrency "${CONCURRENCY:-1,4,16}" \
         --output-len "${SERVE_OUTPUT_LEN:-2000}" --requests-per-client "${SERVE_REQUESTS_PER_CLIENT:-1}"
       echo "rc=$?" ;;

@@ -7,8 +7,8 @@ OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 export VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_NO_USAGE_STATS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/gpu.txt"
-[ -d /root/tiny32 ] || $PY -m vllm_sambay.tiny /root/tiny32 --dtype float32 >/dev/null
-[ -d /root/tiny16 ] || $PY -m vllm_sambay.tiny /root/tiny16 --dtype bfloat16 >/dev/null
+[ -d /root/tiny32 ] || $PY -m vllm_sambay.testing.tiny /root/tiny32 --dtype float32 >/dev/null
+[ -d /root/tiny16 ] || $PY -m vllm_sambay.testing.tiny /root/tiny16 --dtype bfloat16 >/dev/null
 for name in "$@"; do
   case $name in
     fp32-eager)    ckpt=/root/tiny32 dtype=float32  flag=--enforce-eager ops=auto ;;
@@ -39,7 +39,7 @@ for name in "$@"; do
     *) echo "unknown check $name"; continue ;;
   esac
   echo "== parity $name"
-  SAMBAY_MAMBA_OPS=$ops timeout "${PARITY_TIMEOUT:-200}" $PY -m vllm_sambay.parity "$ckpt" --dtype "$dtype" $flag \
+  SAMBAY_MAMBA_OPS=$ops timeout "${PARITY_TIMEOUT:-200}" $PY -m vllm_sambay.testing.parity "$ckpt" --dtype "$dtype" $flag \
     --reference-dtype float32 --output "$OUT/parity-$name.json" > "$OUT/parity-$name.log" 2>&1
   echo "rc=$?"
   grep -E '"(token_agreement|max_logprob_error|greedy_identical|engine_start_s)"' "$OUT/parity-$name.json" 2>/dev/null \

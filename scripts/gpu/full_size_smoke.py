@@ -27,7 +27,7 @@ def main() -> int:
     import vllm
     from vllm import LLM, SamplingParams
 
-    from vllm_sambay.bench.models import write_model
+    from sambay_bench.models import write_model
 
     model_dir = write_model(tempfile.mkdtemp(), "sambay", "full")
     t0 = time.perf_counter()

@@ -9,7 +9,7 @@ import torch
 
 @pytest.fixture(scope="session")
 def reference(tiny_checkpoint):
-    from vllm_sambay.reference import SambaYReference
+    from vllm_sambay.testing.reference import SambaYReference
 
     return SambaYReference.from_pretrained(tiny_checkpoint, dtype=torch.float64)
 

@@ -43,8 +43,8 @@ def test_window_only_on_self_decoder_with_int_window_and_no_layer_types(
 
 
 def test_checkpoint_with_stored_lm_head_and_bf16_weights_loads_the_same(tmp_path, tiny_checkpoint, make_engine):
-    from vllm_sambay.parity import run_vllm
-    from vllm_sambay.tiny import write_tiny_checkpoint
+    from vllm_sambay.testing.parity import run_vllm
+    from vllm_sambay.testing.tiny import write_tiny_checkpoint
 
     with_head = write_tiny_checkpoint(tmp_path / "with-head", seed=0, include_lm_head=True)
     prompts = [[11, 12, 13, 14, 15], list(range(20, 70))]

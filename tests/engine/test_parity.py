@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vllm_sambay.parity import ParityReport, compare, default_prompts, run_vllm
+from vllm_sambay.testing.parity import ParityReport, compare, default_prompts, run_vllm
 
 pytestmark = pytest.mark.engine
 

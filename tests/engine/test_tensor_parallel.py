@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from vllm_sambay.parity import ParityReport, compare, default_prompts
+from vllm_sambay.testing.parity import ParityReport, compare, default_prompts
 
 pytestmark = pytest.mark.engine
 
@@ -21,7 +21,7 @@ MAX_TOKENS = 24
 TP_SCRIPT = """
 import json, sys
 from vllm import LLM
-from vllm_sambay.parity import run_vllm
+from vllm_sambay.testing.parity import run_vllm
 prompts = json.loads(sys.argv[2])
 llm = LLM(model=sys.argv[1], dtype="float32", enforce_eager=True, max_model_len=1024, seed=0,
           tensor_parallel_size=2, distributed_executor_backend="mp", max_num_batched_tokens=64)
@@ -32,7 +32,7 @@ print("RESULT " + json.dumps(run_vllm(llm, prompts, int(sys.argv[3]))))
 @pytest.fixture(scope="module")
 def tp_checkpoint(tmp_path_factory):
     """8 heads / 4 KV heads: each of two ranks gets two (q1, q2) pairs and one packed KV group."""
-    from vllm_sambay.tiny import write_tiny_checkpoint
+    from vllm_sambay.testing.tiny import write_tiny_checkpoint
 
     return write_tiny_checkpoint(
         tmp_path_factory.mktemp("tp") / "sambay", seed=4, num_attention_heads=8, num_key_value_heads=4
@@ -41,7 +41,7 @@ def tp_checkpoint(tmp_path_factory):
 
 def test_tensor_parallel_2_matches_reference(tp_checkpoint):
     from vllm_sambay.config import Phi4FlashConfig
-    from vllm_sambay.reference import SambaYReference
+    from vllm_sambay.testing.reference import SambaYReference
 
     cfg = Phi4FlashConfig.from_pretrained(tp_checkpoint)
     prompts = default_prompts(cfg.vocab_size, cfg.sliding_window, seed=5)

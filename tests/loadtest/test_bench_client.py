@@ -8,15 +8,30 @@ import time
 
 import pytest
 
-from vllm_sambay.bench.serve import Load, closed_loop, level_point
+from sambay_bench.serve import closed_loop, level_point
+from sambay_client.workload import Workload
 
-LOAD = Load(prompt_len=8, output_len=4, jitter=0.0, max_model_len=64)
+LOAD = Workload(prompt_tokens=8, output_tokens=4, ignore_eos=True, temperature=1.0, top_p=0.9)
+MAX_MODEL_LEN = 64
 
 
-def run(base: str, key: str | None, model: str, concurrency: int, requests: int, deadline_s: float = 60,
-        warmup: int = 0) -> dict:
-    return asyncio.run(closed_loop(base, model, concurrency, requests, warmup, LOAD, vocab_size=100,
-                                   deadline=time.perf_counter() + deadline_s, api_key=key))
+def run(
+    base: str, key: str | None, model: str, concurrency: int, requests: int, deadline_s: float = 60, warmup: int = 0
+) -> dict:
+    return asyncio.run(
+        closed_loop(
+            base,
+            model,
+            concurrency,
+            requests,
+            warmup,
+            LOAD,
+            MAX_MODEL_LEN,
+            vocab_size=100,
+            deadline=time.perf_counter() + deadline_s,
+            api_key=key,
+        )
+    )
 
 
 def test_closed_loop_times_each_request_and_aggregates_like_the_paper(scripted_server, scripted_key):
@@ -52,5 +67,7 @@ def test_the_deadline_cuts_requests_in_flight(scripted_server, scripted_key):
     out = run(scripted_server, scripted_key, "scripted", concurrency=3, requests=100, deadline_s=1.0)
     assert time.perf_counter() - t0 < 2.0  # not 100 requests of 0.8 s
     assert out["cut_in_flight"] == 3 and len(out["records"]) == 3  # one finished per client, the next cut
-    refused = asyncio.run(closed_loop("http://127.0.0.1:9", "m", 1, 1, 0, LOAD, 100, time.perf_counter() + 10))
+    refused = asyncio.run(
+        closed_loop("http://127.0.0.1:9", "m", 1, 1, 0, LOAD, MAX_MODEL_LEN, 100, time.perf_counter() + 10)
+    )
     assert refused["records"][0]["status"] == 0 and "connection error" in refused["records"][0]["error"]

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from vllm_sambay.bench import metrics
+from sambay_client import metrics
 
 
 def rec(start: float, ttft: float, itl: list[float], tokens: int | None, status: int = 200, error: str | None = None):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from vllm_sambay.bench.sse import StreamReader, http_error
+from sambay_client.sse import StreamReader, http_error
 
 
 def data(delta: dict | None = None, usage: dict | None = None, finish: str | None = None, **top) -> str:

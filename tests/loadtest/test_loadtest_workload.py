@@ -7,13 +7,15 @@ import random
 
 import pytest
 
-from loadtest.workload import PRESETS, RequestFactory, jittered, resolve, word_salad
+from sambay_client.workload import PRESETS, RequestFactory, draw_length, resolve, word_salad
 
 
 def test_paper_preset_and_explicit_values_win():
     wl = resolve("paper")
-    assert (wl.prompt_tokens, wl.output_tokens, wl.ignore_eos) == (2048, 32768, True)
+    # One paper shape for the bench and the load tests (benchmark.md section 7).
+    assert (wl.prompt_tokens, wl.output_tokens, wl.ignore_eos) == (2000, 32000, True)
     assert wl.prompt_jitter == wl.output_jitter == 0.3
+    assert (wl.temperature, wl.top_p) == (1.0, 0.9)
     assert resolve("paper", output_tokens=1024, ignore_eos=False).output_tokens == 1024
     assert resolve("paper", ignore_eos=False).ignore_eos is False
     assert resolve(None, prompt_tokens=None).prompt_tokens == 512  # None means "not given"
@@ -22,11 +24,14 @@ def test_paper_preset_and_explicit_values_win():
     assert set(PRESETS) >= {"paper"}
 
 
-def test_jitter_stays_in_bounds_and_varies():
+def test_jitter_is_gaussian_with_the_given_relative_std():
     rng = random.Random(1)
-    draws = [jittered(1000, 0.3, rng) for _ in range(2000)]
-    assert 700 <= min(draws) < 750 and 1250 < max(draws) <= 1300
-    assert jittered(1000, 0.0, rng) == 1000
+    draws = [draw_length(1000, 0.3, rng) for _ in range(4000)]
+    mean = sum(draws) / len(draws)
+    std = (sum((d - mean) ** 2 for d in draws) / len(draws)) ** 0.5
+    assert abs(mean - 1000) < 20 and abs(std - 300) < 20
+    assert min(draws) >= 1
+    assert draw_length(1000, 0.0, rng) == 1000
 
 
 def test_generated_prompts_are_unique_from_the_start_and_about_n_words():

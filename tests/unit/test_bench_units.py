@@ -11,11 +11,12 @@ import random
 import jsonschema
 import pytest
 
-from vllm_sambay.bench import cli
-from vllm_sambay.bench.models import FULL_VOCAB, config_dict, sambay_config, write_model
-from vllm_sambay.bench.results import SCHEMA, json_safe, validate
-from vllm_sambay.bench.roofline import decode_bytes, hbm_tbps, roofline_ms
-from vllm_sambay.bench.serve import Load, paper_requests, prompt_text, ratios
+from sambay_bench import cli
+from sambay_bench.models import FULL_VOCAB, config_dict, sambay_config, write_model
+from sambay_bench.results import SCHEMA, json_safe, validate
+from sambay_bench.roofline import decode_bytes, hbm_tbps, roofline_ms
+from sambay_bench.serve import prompt_text, ratios
+from sambay_client.workload import PAPER, Workload, paper_requests
 from vllm_sambay.config import LayerKind, Phi4FlashConfig
 
 H100 = 3.35
@@ -70,16 +71,15 @@ def test_benchmark_tokenizer_is_one_token_per_word(tmp_path):
 
 
 def test_lengths_follow_the_paper_law_and_fit_the_model():
-    load = Load(prompt_len=2000, output_len=32000, jitter=0.3, max_model_len=40000)
     rng = random.Random(0)
-    draws = [load.lengths(rng) for _ in range(4000)]
+    draws = [PAPER.lengths(rng, max_model_len=40000) for _ in range(4000)]
     prompts = [p for p, _ in draws]
     mean = sum(prompts) / len(prompts)
     std = math.sqrt(sum((p - mean) ** 2 for p in prompts) / len(prompts))
     assert mean == pytest.approx(2000, rel=0.03) and std == pytest.approx(600, rel=0.1)
     assert all(p >= 1 and o >= 1 and p + o <= 40000 for p, o in draws)
     assert any(p + o == 40000 for p, o in draws)  # long draws are clipped to fit, not dropped
-    assert Load(10, 20, 0.0, 100).lengths(rng) == (10, 20)
+    assert Workload(10, 20).lengths(rng, 100) == (10, 20)
     assert [paper_requests(c) for c in (1, 16)] == [36, 96]
 
 

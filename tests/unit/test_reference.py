@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from vllm_sambay.config import LayerKind
-from vllm_sambay.reference import CheckpointMismatchError, SambaYReference
-from vllm_sambay.tiny import random_state_dict, tiny_config
+from vllm_sambay.testing.reference import CheckpointMismatchError, SambaYReference
+from vllm_sambay.testing.tiny import random_state_dict, tiny_config
 
 VOCAB = 512
 
@@ -61,7 +61,7 @@ def index_of(config, kind, nth=0):
 
 
 # ---------------------------------------------------------------------------------------------
-# Independent formulas (from the raw tensors; nothing from vllm_sambay.reference)
+# Independent formulas (from the raw tensors; nothing from vllm_sambay.testing.reference)
 # ---------------------------------------------------------------------------------------------
 def naive_mamba(w, h, d_conv, dt_rank, d_state):
     """Mamba-1 token by token from the definition -> (out, ungated y, conv output xc)."""

@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from vllm_sambay.bench.server import ServerError, ServerProcess, free_port
+from sambay_bench.server import ServerError, ServerProcess, free_port
 
 # Binds --port like uvicorn does (and says what uvicorn says when it cannot), answers /health,
 # and keeps a child process alive the way vLLM's engine core does.

@@ -15,7 +15,7 @@ import torch
 from safetensors import safe_open
 
 from vllm_sambay.config import LayerKind, Phi4FlashConfig
-from vllm_sambay.tiny import (
+from vllm_sambay.testing.tiny import (
     CHAT_TEMPLATE,
     CORPUS,
     SPECIAL_TOKENS,
@@ -31,7 +31,7 @@ FP32_KEYS = (".A_log", ".D", ".lambda_q1", ".lambda_k1", ".lambda_q2", ".lambda_
 def ckpt_bf16(tmp_path_factory):
     out = tmp_path_factory.mktemp("t") / "bf16"
     done = subprocess.run(
-        [sys.executable, "-m", "vllm_sambay.tiny", str(out), "--dtype", "bfloat16", "--seed", "3"],
+        [sys.executable, "-m", "vllm_sambay.testing.tiny", str(out), "--dtype", "bfloat16", "--seed", "3"],
         check=True, capture_output=True, text=True,
     )
     assert done.stdout.strip() == str(out)
@@ -252,6 +252,6 @@ def test_corpus_ships_with_the_package():
     assert 20_000 <= len(text.encode()) <= 40_000
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     setuptools_cfg = pyproject["tool"]["setuptools"]
-    assert "vllm_sambay.data" in setuptools_cfg["packages"]
-    patterns = setuptools_cfg["package-data"]["vllm_sambay.data"]
+    assert "vllm_sambay.testing.data" in setuptools_cfg["packages"]
+    patterns = setuptools_cfg["package-data"]["vllm_sambay.testing.data"]
     assert any(fnmatch.fnmatch("tiny_corpus.txt", p) for p in patterns)

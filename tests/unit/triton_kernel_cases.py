@@ -11,11 +11,19 @@ import os
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernel module is imported
 DEVICE = "cpu" if os.environ["TRITON_INTERPRET"] == "1" else "cuda"
 
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from vllm_sambay.ops.diff_attention_triton import diff_attention_decode, pick_num_splits  # noqa: E402
-from vllm_sambay.reference import DifferentialCore, attention_mask  # noqa: E402
+# The kernel is not wired into the model yet, so it lives beside its micro-benchmark, outside the
+# installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from diff_attention_triton import diff_attention_decode, pick_num_splits  # noqa: E402
+
+from vllm_sambay.testing.reference import DifferentialCore, attention_mask  # noqa: E402
 
 D = 16
 

@@ -19,9 +19,7 @@ import torch
 from torch import nn
 
 from .. import compat
-from ..config import LayerKind, LayerSpec, Phi4FlashConfig
-
-SUBLN_EPS = 1e-5
+from ..config import SUBLN_EPS, LayerKind, LayerSpec, Phi4FlashConfig
 
 
 def attention_prefix(model_prefix: str, layer_idx: int) -> str:

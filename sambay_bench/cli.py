@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import math
 import os
@@ -21,28 +22,58 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sambay_client.workload import PAPER as PAPER_WORKLOAD
+from sambay_client.workload import PAPER_CONCURRENCY, PAPER_WARMUP_PER_CLIENT
+
 from .models import MODELS, SIZES, write_model
 from .results import Results, parse_event
 
 MODES = ("serve", "decode", "genlen", "ttft")
 OFFLINE_MODES = ("decode", "genlen", "ttft")
 
-# The paper's client (shared/design/benchmark.md section 7); what a run changes is listed in its JSON.
-PAPER = {"size": "full", "concurrency": [1, 2, 4, 8, 16], "prompt_len": 2000, "output_len": 32000, "jitter": 0.3,
-         "requests": "4C+32", "warmup_per_client": 1}
+# The paper's client (shared/design/benchmark.md section 7), from the one workload definition that
+# the load tests share; what a run changes is listed in its JSON.
+PAPER = {
+    "size": "full",
+    "concurrency": list(PAPER_CONCURRENCY),
+    "prompt_len": PAPER_WORKLOAD.prompt_tokens,
+    "output_len": PAPER_WORKLOAD.output_tokens,
+    "jitter": PAPER_WORKLOAD.prompt_jitter,
+    "requests": "4C+32",
+    "warmup_per_client": PAPER_WARMUP_PER_CLIENT,
+}
 DEFAULTS: dict[str, dict[str, Any]] = {
     "full": {
-        "concurrency": [1, 2, 4, 8, 16], "prompt_len": 2000, "output_len": 32000, "jitter": 0.3,
-        "warmup_per_client": 1, "batches": [1, 16, 64, 256], "contexts": [2048, 8192, 16384, 32768],
-        "decode_steps": 32, "decode_warmup_steps": 4,
-        "gen_lens": [500, 1000, 2000, 4000, 8000, 16000, 32000], "genlen_prompt_len": 2000,
-        "ttft_prompt_lens": [2048, 8192, 32768], "ttft_repeats": 3, "max_model_len": 65536,
+        "concurrency": PAPER["concurrency"],
+        "prompt_len": PAPER["prompt_len"],
+        "output_len": PAPER["output_len"],
+        "jitter": PAPER["jitter"],
+        "warmup_per_client": PAPER_WARMUP_PER_CLIENT,
+        "batches": [1, 16, 64, 256],
+        "contexts": [2048, 8192, 16384, 32768],
+        "decode_steps": 32,
+        "decode_warmup_steps": 4,
+        "gen_lens": [500, 1000, 2000, 4000, 8000, 16000, 32000],
+        "genlen_prompt_len": 2000,
+        "ttft_prompt_lens": [2048, 8192, 32768],
+        "ttft_repeats": 3,
+        "max_model_len": 65536,
     },
     "tiny": {
-        "concurrency": [1, 2, 4], "prompt_len": 48, "output_len": 16, "jitter": 0.3, "warmup_per_client": 1,
-        "batches": [1, 4, 16], "contexts": [64, 256], "decode_steps": 8, "decode_warmup_steps": 2,
-        "gen_lens": [16, 32, 64, 128], "genlen_prompt_len": 48, "ttft_prompt_lens": [64, 256, 1024],
-        "ttft_repeats": 2, "max_model_len": 2048,
+        "concurrency": [1, 2, 4],
+        "prompt_len": 48,
+        "output_len": 16,
+        "jitter": 0.3,
+        "warmup_per_client": 1,
+        "batches": [1, 4, 16],
+        "contexts": [64, 256],
+        "decode_steps": 8,
+        "decode_warmup_steps": 2,
+        "gen_lens": [16, 32, 64, 128],
+        "genlen_prompt_len": 48,
+        "ttft_prompt_lens": [64, 256, 1024],
+        "ttft_repeats": 2,
+        "max_model_len": 2048,
     },
 }
 
@@ -94,14 +125,28 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", default=None, help="default bfloat16 on a GPU, float32 on CPU")
     run.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     run.add_argument("--max-model-len", type=int)
-    run.add_argument("--time-budget-s", type=float, default=None,
-                     help="per mode and model, start-up excluded; points that would not fit are skipped and listed")
+    run.add_argument(
+        "--time-budget-s",
+        type=float,
+        default=None,
+        help="per mode and model, start-up excluded; points that would not fit are skipped and listed",
+    )
     run.add_argument("--startup-timeout-s", type=float, default=1200)
     run.add_argument("--hbm-tbps", type=float, help="HBM bandwidth for the roofline (default: from the GPU name)")
-    run.add_argument("--enforce-eager", action="store_true", default=None,
-                     help="no CUDA graphs / torch.compile (default: only on CPU)")
-    run.add_argument("--engine-arg", type=engine_arg, action="append", default=[], metavar="[MODEL:]KEY=VALUE",
-                     help="extra vLLM engine argument, for both models or one, e.g. dense:num_gpu_blocks_override=64")
+    run.add_argument(
+        "--enforce-eager",
+        action="store_true",
+        default=None,
+        help="no CUDA graphs / torch.compile (default: only on CPU)",
+    )
+    run.add_argument(
+        "--engine-arg",
+        type=engine_arg,
+        action="append",
+        default=[],
+        metavar="[MODEL:]KEY=VALUE",
+        help="extra vLLM engine argument, for both models or one, e.g. dense:num_gpu_blocks_override=64",
+    )
     g = run.add_argument_group("serve (paper method)")
     g.add_argument("--concurrency", type=int_list)
     g.add_argument("--prompt-len", type=int)
@@ -143,15 +188,15 @@ def resolve(args: argparse.Namespace, has_gpu: bool) -> dict[str, Any]:
         s[key] = value  # both None: the paper's 4C + 32
     s["dtype"] = args.dtype or ("bfloat16" if has_gpu else "float32")
     s["enforce_eager"] = (not has_gpu) if args.enforce_eager is None else args.enforce_eager
-    for key in ("modes", "models", "size", "gpu_memory_utilization", "time_budget_s", "startup_timeout_s",
-                "hbm_tbps"):
+    for key in ("modes", "models", "size", "gpu_memory_utilization", "time_budget_s", "startup_timeout_s", "hbm_tbps"):
         s[key] = getattr(args, key)
     s["engine_args"] = [{"model": m, "key": k, "value": v} for m, k, v in args.engine_arg]
     if s["jitter"] < 0 or s["jitter"] >= 1:
         raise SystemExit("sambay-bench: --jitter must be in [0, 1)")
     if s["prompt_len"] + 1 > s["max_model_len"]:
-        raise SystemExit(f"sambay-bench: --prompt-len {s['prompt_len']} does not fit "
-                         f"--max-model-len {s['max_model_len']}")
+        raise SystemExit(
+            f"sambay-bench: --prompt-len {s['prompt_len']} does not fit --max-model-len {s['max_model_len']}"
+        )
     return s
 
 
@@ -162,8 +207,15 @@ def paper_differences(s: dict[str, Any]) -> dict[str, Any]:
 
 
 def engine_settings(s: dict[str, Any], model: str, model_dir: Path) -> dict[str, Any]:
-    engine = {"model": str(model_dir), "load_format": "dummy", "dtype": s["dtype"], "max_model_len": s["max_model_len"],
-              "gpu_memory_utilization": s["gpu_memory_utilization"], "enable_prefix_caching": False, "seed": 0}
+    engine = {
+        "model": str(model_dir),
+        "load_format": "dummy",
+        "dtype": s["dtype"],
+        "max_model_len": s["max_model_len"],
+        "gpu_memory_utilization": s["gpu_memory_utilization"],
+        "enable_prefix_caching": False,
+        "seed": 0,
+    }
     if s["enforce_eager"]:
         engine["enforce_eager"] = True
     for extra in s["engine_args"]:
@@ -223,30 +275,51 @@ class Bench:
         budget = s["time_budget_s"] if s["time_budget_s"] is not None else math.inf
         modes: dict[str, dict[str, Any]] = {}
         if "decode" in s["modes"]:
-            modes["decode"] = {"batches": s["batches"], "contexts": s["contexts"], "steps": s["decode_steps"],
-                               "warmup_steps": s["decode_warmup_steps"], "max_model_len": s["max_model_len"],
-                               "budget_s": budget}
+            modes["decode"] = {
+                "batches": s["batches"],
+                "contexts": s["contexts"],
+                "steps": s["decode_steps"],
+                "warmup_steps": s["decode_warmup_steps"],
+                "max_model_len": s["max_model_len"],
+                "budget_s": budget,
+            }
         if "genlen" in s["modes"]:
-            modes["genlen"] = {"prompt_len": s["genlen_prompt_len"], "gen_lens": s["gen_lens"],
-                               "max_model_len": s["max_model_len"], "budget_s": budget}
+            modes["genlen"] = {
+                "prompt_len": s["genlen_prompt_len"],
+                "gen_lens": s["gen_lens"],
+                "max_model_len": s["max_model_len"],
+                "budget_s": budget,
+            }
         if "ttft" in s["modes"]:
-            modes["ttft"] = {"prompt_lens": s["ttft_prompt_lens"], "repeats": s["ttft_repeats"],
-                             "max_model_len": s["max_model_len"], "budget_s": budget}
+            modes["ttft"] = {
+                "prompt_lens": s["ttft_prompt_lens"],
+                "repeats": s["ttft_repeats"],
+                "max_model_len": s["max_model_len"],
+                "budget_s": budget,
+            }
         if not modes:
             return
         engine = engine_settings(s, model, model_dir)
         if "decode" in modes:
             engine.setdefault("max_num_seqs", max(s["batches"]))
-        spec = {"model": model, "size": s["size"], "engine": engine, "modes": modes, "vocab_size": vocab_size,
-                "dtype_bytes": dtype_bytes(s["dtype"]), "hbm_tbps": s["hbm_tbps"]}
+        spec = {
+            "model": model,
+            "size": s["size"],
+            "engine": engine,
+            "modes": modes,
+            "vocab_size": vocab_size,
+            "dtype_bytes": dtype_bytes(s["dtype"]),
+            "hbm_tbps": s["hbm_tbps"],
+        }
         spec_path = self.out / "logs" / f"offline-{model}.json"
         spec_path.write_text(json.dumps(spec, indent=2, default=str))
         self.results.doc["models"][model]["offline_engine"] = engine
         hard_limit = s["startup_timeout_s"] + len(modes) * budget + 300
-        cmd = [sys.executable, "-m", "vllm_sambay.bench.offline", str(spec_path)]
+        cmd = [sys.executable, "-m", "sambay_bench.offline", str(spec_path)]
         self.log.say(f"[{model}] offline engine: {' '.join(cmd)}")
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                env=worker_env())
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=worker_env()
+        )
         killer = threading.Timer(hard_limit, proc.kill) if math.isfinite(hard_limit) else None
         if killer:
             killer.start()
@@ -287,8 +360,9 @@ class Bench:
         elif kind == "progress":
             bar = bars.get(ev["mode"])
             if bar is None:
-                bar = bars[ev["mode"]] = tqdm(total=ev["total"], desc=f"{model} {ev['mode']}", unit="", leave=False,
-                                              disable=None)
+                bar = bars[ev["mode"]] = tqdm(
+                    total=ev["total"], desc=f"{model} {ev['mode']}", unit="", leave=False, disable=None
+                )
             bar.n = ev["n"]
             bar.set_postfix_str(ev.get("desc", ""), refresh=True)
         elif kind == "point":
@@ -302,13 +376,21 @@ class Bench:
     def serve(self, model: str, model_dir: Path, vocab_size: int) -> None:
         from tqdm import tqdm
 
-        from .serve import Load, closed_loop, level_point, paper_requests
+        from sambay_client.workload import paper_requests
+
+        from .serve import closed_loop, level_point
         from .server import ServerError, ServerProcess
 
         s = self.s
         engine = engine_settings(s, model, model_dir)
-        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *server_flags(engine),
-               "--served-model-name", model]
+        cmd = [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            *server_flags(engine),
+            "--served-model-name",
+            model,
+        ]
         log_path = self.out / "logs" / f"server-{model}.log"
         self.log.say(f"[{model}] server: {' '.join(cmd)} (log {log_path.relative_to(self.out)})")
         info = self.results.doc["models"][model]
@@ -327,7 +409,13 @@ class Bench:
         try:
             info["server"]["ready_s"] = srv.ready_s
             self.log.say(f"[{model}] server ready in {srv.ready_s:.1f} s at {srv.base_url}")
-            load = Load(s["prompt_len"], s["output_len"], s["jitter"], s["max_model_len"])
+            workload = dataclasses.replace(
+                PAPER_WORKLOAD,
+                prompt_tokens=s["prompt_len"],
+                output_tokens=s["output_len"],
+                prompt_jitter=s["jitter"],
+                output_jitter=s["jitter"],
+            )
             budget = s["time_budget_s"] if s["time_budget_s"] is not None else math.inf
             end = time.perf_counter() + budget
             levels = list(s["concurrency"])
@@ -335,23 +423,45 @@ class Bench:
                 planned = s["requests"] or (s["requests_per_client"] or 0) * c or paper_requests(c)
                 level_deadline = time.perf_counter() + (end - time.perf_counter()) / (len(levels) - i)
                 bar = tqdm(total=planned, desc=f"{model} serve C={c}", unit="req", leave=False, disable=None)
-                run = asyncio.run(closed_loop(srv.base_url, model, c, planned, s["warmup_per_client"], load,
-                                              vocab_size, level_deadline, seed=c, on_done=lambda _r, b=bar: b.update()))
+                run = asyncio.run(
+                    closed_loop(
+                        srv.base_url,
+                        model,
+                        c,
+                        planned,
+                        s["warmup_per_client"],
+                        workload,
+                        s["max_model_len"],
+                        vocab_size,
+                        level_deadline,
+                        seed=c,
+                        on_done=lambda _r, b=bar: b.update(),
+                    )
+                )
                 bar.close()
                 with open(self.out / "logs" / f"serve-{model}-c{c}.jsonl", "w") as f:
                     for rec in run["records"]:
                         f.write(json.dumps(rec) + "\n")
                 point = level_point(model, c, run["records"], planned, run["cut_in_flight"])
                 if not point["ok"]:
-                    reason = ("time budget ran out before a request completed" if not point["failed"]
-                              else f"every request failed: {point['errors']}")
+                    reason = (
+                        "time budget ran out before a request completed"
+                        if not point["failed"]
+                        else f"every request failed: {point['errors']}"
+                    )
                     self.results.add_skip("serve", {"model": model, "concurrency": c, "reason": reason})
                     self.log.say(f"[{model}] serve: C={c} skipped: {reason}")
                     continue
                 if point["requests"] < planned:
                     mode["paper_method"].setdefault("cut_by_budget", []).append(
-                        {"model": model, "concurrency": c, "planned": planned, "measured": point["requests"],
-                         "cut_in_flight": point["cut_in_flight"]})
+                        {
+                            "model": model,
+                            "concurrency": c,
+                            "planned": planned,
+                            "measured": point["requests"],
+                            "cut_in_flight": point["cut_in_flight"],
+                        }
+                    )
                 self.results.add_point("serve", point)
                 self.log.say(f"[{model}] serve: {brief('serve', point)}")
         finally:
@@ -367,8 +477,10 @@ class Bench:
             cfg = json.loads((model_dir / "config.json").read_text())
             cost = decode_bytes(model, s["size"], dtype_bytes=dtype_bytes(s["dtype"]))
             self.results.doc["models"][model] = {
-                "architecture": cfg["architectures"][0], "dir": str(model_dir.relative_to(self.out)),
-                "decode_bytes": cost.to_dict(), "vocab_size": cfg["vocab_size"],
+                "architecture": cfg["architectures"][0],
+                "dir": str(model_dir.relative_to(self.out)),
+                "decode_bytes": cost.to_dict(),
+                "vocab_size": cfg["vocab_size"],
             }
             self.results.save()
             if any(m in s["modes"] for m in OFFLINE_MODES):
@@ -392,20 +504,29 @@ def brief(mode: str, p: dict[str, Any]) -> str:
     if mode == "decode":
         roof = f", roofline {p['roofline_ms']:.2f} ms ({p['roofline_fraction']:.0%})" if p.get("roofline_ms") else ""
         lim = f" of {p['batch']} ({p['limited_by']})" if p.get("limited_by") else ""
-        return (f"B={p['batch_running']}{lim} L={p['context']}: {p['ms_per_step']:.2f} ms/step, "
-                f"{p['tok_s']:.0f} tok/s{roof}")
+        return (
+            f"B={p['batch_running']}{lim} L={p['context']}: {p['ms_per_step']:.2f} ms/step, "
+            f"{p['tok_s']:.0f} tok/s{roof}"
+        )
     if mode == "genlen":
         return f"gen {p['gen_len']}: {p['latency_s']:.2f} s (TTFT {p['ttft_s'] * 1e3:.0f} ms)"
     if mode == "ttft":
         return f"prompt {p['prompt_len']}: TTFT {p['ttft_ms']:.1f} ms"
     ttft = (p.get("ttft_ms") or {}).get("mean")
-    return (f"C={p['concurrency']}: {p['ok']}/{p['requests_planned']} ok, latency {p['mean_latency_s']:.2f} s, "
-            f"{p['queries_per_s']:.3f} q/s, {p['output_tok_s']:.0f} tok/s, TTFT {ttft or float('nan'):.0f} ms")
+    return (
+        f"C={p['concurrency']}: {p['ok']}/{p['requests_planned']} ok, latency {p['mean_latency_s']:.2f} s, "
+        f"{p['queries_per_s']:.3f} q/s, {p['output_tok_s']:.0f} tok/s, TTFT {ttft or float('nan'):.0f} ms"
+    )
 
 
 def worker_env(server: bool = False) -> dict[str, str]:
-    env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "VLLM_NO_USAGE_STATS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on CPU builds; ignored on GPUs
     if server:
         env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)

@@ -6,7 +6,7 @@ forcing), so each generated position is judged in exactly the context vLLM had:
 - logprob error: |vLLM logprob - reference logprob| of vLLM's token, max over positions.
 Greedy tokens identical to the reference's own greedy decoding is checked separately.
 
-``python -m vllm_sambay.parity CKPT [--dtype float32] [engine options]`` prints a JSON report;
+``python -m vllm_sambay.testing.parity CKPT [--dtype float32] [engine options]`` prints a JSON report;
 it runs on CPU and on the GPU machine alike.
 """
 
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from vllm import LLM
 
-    from .config import Phi4FlashConfig
+    from ..config import Phi4FlashConfig
     from .reference import SambaYReference
 
     cfg = Phi4FlashConfig.from_pretrained(args.checkpoint)

@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..config import ARCHITECTURE, Phi4FlashConfig
-from ..tiny import published_style_config, tiny_config
+from vllm_sambay.config import ARCHITECTURE, Phi4FlashConfig
+from vllm_sambay.testing.tiny import published_style_config, tiny_config
 
 MODELS = ("sambay", "dense")
 SIZES = ("full", "tiny")

@@ -1,6 +1,6 @@
 """Tiny random SambaY checkpoints in the published HF layout, for tests and the CPU demo.
 
-``python -m vllm_sambay.tiny OUT_DIR [--seed S] [--layers N] [--dtype float32|bfloat16|float16]
+``python -m vllm_sambay.testing.tiny OUT_DIR [--seed S] [--layers N] [--dtype float32|bfloat16|float16]
 [--sliding-window W] [--include-lm-head]`` writes (or reuses) a directory that loads like the
 published ``microsoft/Phi-4-mini-flash-reasoning`` repo: ``config.json``, ``model.safetensors``,
 ``generation_config.json`` and a byte-level BPE tokenizer trained on ``data/tiny_corpus.txt``.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .config import ARCHITECTURE, LayerKind, Phi4FlashConfig
+from ..config import ARCHITECTURE, LayerKind, Phi4FlashConfig
 
 # Small enough for a 2-core CI machine, large enough for vLLM's CPU attention (head_dim >= 32,
 # block sizes multiple of 32) and to exercise every mechanism: GQA inside each differential half,
@@ -310,7 +310,7 @@ def write_tiny_checkpoint(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m vllm_sambay.tiny",
+        prog="python -m vllm_sambay.testing.tiny",
         description="Write a tiny random SambaY checkpoint in the published HF layout; prints its path.",
     )
     ap.add_argument("out_dir", type=Path)

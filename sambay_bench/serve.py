@@ -2,8 +2,9 @@
 
 C clients each send one request, wait for its last byte and send the next, until the level's
 request count is done (the paper: one unmeasured warm-up request per client, then 4C + 32
-requests). Prompt and generation lengths are drawn per request from N(mean, jitter * mean) like
-the paper's client, clipped to at least 1 token and to the server's max_model_len. Latency is a
+requests). Request shapes are ``sambay_client.workload.Workload`` (the paper's preset is
+``PAPER``): lengths drawn per request from N(mean, jitter * mean), clipped to at least 1 token and
+to the server's max_model_len. Latency is a
 request's start to its last byte; throughput in queries/s is C / mean latency.
 """
 
@@ -14,34 +15,14 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from .metrics import summarize
+from sambay_client.jsonutil import json_safe
+from sambay_client.metrics import summarize
+from sambay_client.sse import RequestResult, StreamReader, http_error
+from sambay_client.workload import Workload
+
 from .models import FIRST_ID
-from .results import json_safe
-from .sse import RequestResult, StreamReader, http_error
-
-
-@dataclass(frozen=True)
-class Load:
-    prompt_len: int
-    output_len: int
-    jitter: float  # standard deviation as a fraction of the mean
-    max_model_len: int
-    temperature: float = 1.0  # the paper's client: sampled, not greedy
-    top_p: float = 0.9
-
-    def lengths(self, rng: random.Random) -> tuple[int, int]:
-        def draw(mean: int) -> int:
-            return max(1, round(rng.gauss(mean, self.jitter * mean))) if self.jitter else mean
-
-        prompt = min(draw(self.prompt_len), self.max_model_len - 1)
-        return prompt, min(draw(self.output_len), self.max_model_len - prompt)
-
-
-def paper_requests(concurrency: int) -> int:
-    return 4 * concurrency + 32
 
 
 def prompt_text(n_tokens: int, vocab_size: int, rng: random.Random) -> str:
@@ -66,13 +47,29 @@ async def stream_request(session, url: str, body: dict[str, Any], headers: dict[
                 reader.fail(f"connection error: {type(exc).__name__}", str(exc)[:500])
             return reader.finish(time.perf_counter())
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        return RequestResult(status=0, error=f"connection error: {type(exc).__name__}", detail=str(exc)[:500],
-                             total_ms=(time.perf_counter() - start) * 1e3)
+        return RequestResult(
+            status=0,
+            error=f"connection error: {type(exc).__name__}",
+            detail=str(exc)[:500],
+            total_ms=(time.perf_counter() - start) * 1e3,
+        )
 
 
-async def closed_loop(base_url: str, model: str, concurrency: int, requests: int, warmup_per_client: int,
-                      load: Load, vocab_size: int, deadline: float, seed: int = 0, path: str = "/v1/completions",
-                      api_key: str | None = None, on_done: Callable[[dict], None] | None = None) -> dict[str, Any]:
+async def closed_loop(
+    base_url: str,
+    model: str,
+    concurrency: int,
+    requests: int,
+    warmup_per_client: int,
+    workload: Workload,
+    max_model_len: int,
+    vocab_size: int,
+    deadline: float,
+    seed: int = 0,
+    path: str = "/v1/completions",
+    api_key: str | None = None,
+    on_done: Callable[[dict], None] | None = None,
+) -> dict[str, Any]:
     """Run one concurrency level; returns the measured records and what was cut by the deadline."""
     import aiohttp
 
@@ -84,10 +81,19 @@ async def closed_loop(base_url: str, model: str, concurrency: int, requests: int
 
     def body(rng: random.Random) -> tuple[dict[str, Any], int]:
         """A request body and its drawn prompt length."""
-        prompt_len, output_len = load.lengths(rng)
-        return {"model": model, "prompt": prompt_text(prompt_len, vocab_size, rng), "max_tokens": output_len,
-                "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True},
-                "temperature": load.temperature, "top_p": load.top_p}, prompt_len
+        prompt_len, output_len = workload.lengths(rng, max_model_len)
+        req = {
+            "model": model,
+            "prompt": prompt_text(prompt_len, vocab_size, rng),
+            "max_tokens": output_len,
+            "ignore_eos": workload.ignore_eos,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        for key in ("temperature", "top_p"):
+            if getattr(workload, key) is not None:
+                req[key] = getattr(workload, key)
+        return req, prompt_len
 
     async def client(idx: int, session) -> None:
         nonlocal issued
@@ -99,8 +105,13 @@ async def closed_loop(base_url: str, model: str, concurrency: int, requests: int
             b, planned = body(rng)
             t_wall = time.time()
             result = await stream_request(session, base_url + path, b, headers)
-            rec = {"start": t_wall, "client": idx, "planned_prompt_len": planned,
-                   "planned_output_len": b["max_tokens"], **result.to_dict()}
+            rec = {
+                "start": t_wall,
+                "client": idx,
+                "planned_prompt_len": planned,
+                "planned_output_len": b["max_tokens"],
+                **result.to_dict(),
+            }
             records.append(rec)
             if on_done:
                 on_done(rec)
@@ -117,22 +128,32 @@ async def closed_loop(base_url: str, model: str, concurrency: int, requests: int
     return {"records": records, "cut_in_flight": len(pending), "issued": issued}
 
 
-def level_point(model: str, concurrency: int, records: list[dict[str, Any]], planned: int,
-                cut_in_flight: int) -> dict[str, Any]:
+def level_point(
+    model: str, concurrency: int, records: list[dict[str, Any]], planned: int, cut_in_flight: int
+) -> dict[str, Any]:
     """The paper's numbers for one level, plus the distributions behind them."""
     s = summarize(records)
     ok = [r for r in records if r.get("status") == 200 and not r.get("error")]
     mean_latency = sum(r["total_ms"] for r in ok) / len(ok) / 1e3 if ok else math.nan
-    return json_safe({
-        "model": model, "concurrency": concurrency, "requests_planned": planned, "requests": s["requests"],
-        "ok": s["ok"], "failed": s["failed"], "errors": s.get("errors", {}), "cut_in_flight": cut_in_flight,
-        "mean_latency_s": mean_latency,
-        "queries_per_s": concurrency / mean_latency if ok else math.nan,
-        "output_tok_s": s.get("output_tokens_per_s"), "duration_s": s.get("duration_s"),
-        "prompt_tokens_mean": s["prompt_tokens"] / len(ok) if ok else None,
-        "output_tokens_mean": s["output_tokens"] / len(ok) if ok else None,
-        **{k: s.get(k) for k in ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms")},
-    })
+    return json_safe(
+        {
+            "model": model,
+            "concurrency": concurrency,
+            "requests_planned": planned,
+            "requests": s["requests"],
+            "ok": s["ok"],
+            "failed": s["failed"],
+            "errors": s.get("errors", {}),
+            "cut_in_flight": cut_in_flight,
+            "mean_latency_s": mean_latency,
+            "queries_per_s": concurrency / mean_latency if ok else math.nan,
+            "output_tok_s": s.get("output_tokens_per_s"),
+            "duration_s": s.get("duration_s"),
+            "prompt_tokens_mean": s["prompt_tokens"] / len(ok) if ok else None,
+            "output_tokens_mean": s["output_tokens"] / len(ok) if ok else None,
+            **{k: s.get(k) for k in ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms")},
+        }
+    )
 
 
 def ratios(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -147,7 +168,12 @@ def ratios(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
         def r(a, b):
             return a / b if a and b and math.isfinite(a) and math.isfinite(b) else None
 
-        out.append({"concurrency": c, "queries_per_s": r(s["queries_per_s"], d["queries_per_s"]),
-                    "output_tok_s": r(s["output_tok_s"], d["output_tok_s"]),
-                    "latency_dense_over_sambay": r(d["mean_latency_s"], s["mean_latency_s"])})
+        out.append(
+            {
+                "concurrency": c,
+                "queries_per_s": r(s["queries_per_s"], d["queries_per_s"]),
+                "output_tok_s": r(s["output_tok_s"], d["output_tok_s"]),
+                "latency_dense_over_sambay": r(d["mean_latency_s"], s["mean_latency_s"]),
+            }
+        )
     return out

@@ -1,6 +1,6 @@
 """The quick-start job: a tiny SambaY checkpoint served by vLLM, checked against the reference.
 
-``python -m vllm_sambay.demo [--checkpoint DIR] [--max-tokens N]``
+``python -m vllm_sambay.testing.demo [--checkpoint DIR] [--max-tokens N]``
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
-"""What each request asks for: prompt text, lengths and sampling fields.
+"""What each request asks for: prompt text, lengths and sampling fields — the ONE definition of
+request shapes that ``sambay-bench`` and the Locust load tests share, with the paper's preset.
 
-Lengths are in tokens but prompts are built from words (about one token per common English word
-for BPE tokenizers), so no tokenizer runs in the request loop; the server's ``usage`` reports the
-real counts. Every generated prompt starts with a random tag and is a fresh random word sequence,
-so prefix caching cannot turn the load into cache hits.
+Lengths are drawn per request from N(mean, jitter * mean), clipped to at least one token, as the
+paper's client does (shared/design/benchmark.md section 7). Lengths are in tokens but prompts are
+built from words (about one token per common English word for BPE tokenizers), so no tokenizer
+runs in the request loop; the server's ``usage`` reports the real counts. Every generated prompt
+starts with a random tag and is a fresh random word sequence, so prefix caching cannot turn the
+load into cache hits.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-WORDS = tuple(dict.fromkeys("""
+WORDS = tuple(
+    dict.fromkeys(
+        """
 time year people way day man thing woman life child world school state family student group country problem
 hand part place case week company system program question work government number night point home water room
 mother area money story fact month lot right study book eye job word business issue side kind head house
@@ -27,31 +32,63 @@ engine signal memory layer window token model answer number figure sample matrix
 quickly slowly quietly carefully simply often always never rarely early later soon together almost perhaps
 run walk read write build think speak listen move carry hold open close begin finish follow lead learn teach
 green blue red small large bright dark warm cold young old new early strong simple clear heavy light quiet
-""".split()))
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # Microsoft's throughput claim for Phi-4-mini-flash-reasoning: 2K-token prompts, 32K generated.
-    # Fixed lengths need ignore_eos; the jitter keeps requests from finishing in lockstep.
-    "paper": {"prompt_tokens": 2048, "output_tokens": 32768, "prompt_jitter": 0.3, "output_jitter": 0.3,
-              "ignore_eos": True},
-    "chat": {"prompt_tokens": 512, "output_tokens": 256, "prompt_jitter": 0.3, "output_jitter": 0.3},
-    "smoke": {"prompt_tokens": 32, "output_tokens": 16, "ignore_eos": True},
-}
+""".split()
+    )
+)
 
 
 @dataclass(frozen=True)
 class Workload:
     prompt_tokens: int = 512
     output_tokens: int = 256
-    prompt_jitter: float = 0.0  # +-fraction, uniform
+    prompt_jitter: float = 0.0  # standard deviation of the length as a fraction of its mean
     output_jitter: float = 0.0
     ignore_eos: bool = False  # vLLM extension: decode exactly max_tokens (needed for fixed lengths)
     temperature: float | None = None  # None: the server's default
+    top_p: float | None = None
     prompts_file: str | None = None  # JSONL; replaces generated prompts
     extra_body: dict[str, Any] = field(default_factory=dict)  # merged into every request body
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def lengths(self, rng: random.Random, max_model_len: int | None = None) -> tuple[int, int]:
+        """(prompt, output) tokens of one request; with ``max_model_len`` both are clipped so the
+        request fits (the prompt leaves room for at least one generated token)."""
+        prompt = draw_length(self.prompt_tokens, self.prompt_jitter, rng)
+        output = draw_length(self.output_tokens, self.output_jitter, rng)
+        if max_model_len is not None:
+            prompt = min(prompt, max_model_len - 1)
+            output = min(output, max_model_len - prompt)
+        return prompt, output
+
+
+# Microsoft's throughput claim for Phi-4-mini-flash-reasoning, as its benchmark client ran it:
+# ~2000-token prompts, ~32000 generated tokens (ignore_eos), both with 30 % Gaussian jitter,
+# temperature 1.0, top_p 0.9; one warm-up request per client, then 4C + 32 requests per level.
+PAPER = Workload(
+    prompt_tokens=2000,
+    output_tokens=32000,
+    prompt_jitter=0.3,
+    output_jitter=0.3,
+    ignore_eos=True,
+    temperature=1.0,
+    top_p=0.9,
+)
+PAPER_CONCURRENCY = (1, 2, 4, 8, 16)
+PAPER_WARMUP_PER_CLIENT = 1
+
+
+def paper_requests(concurrency: int) -> int:
+    """Measured requests per concurrency level in the paper's method."""
+    return 4 * concurrency + 32
+
+
+PRESETS: dict[str, Workload] = {
+    "paper": PAPER,
+    "chat": Workload(prompt_tokens=512, output_tokens=256, prompt_jitter=0.3, output_jitter=0.3),
+    "smoke": Workload(prompt_tokens=32, output_tokens=16, ignore_eos=True),
+}
 
 
 def resolve(preset: str | None = None, **given: Any) -> Workload:
@@ -60,7 +97,7 @@ def resolve(preset: str | None = None, **given: Any) -> Workload:
     if preset:
         if preset not in PRESETS:
             raise ValueError(f"unknown workload {preset!r}; known: {', '.join(PRESETS)}")
-        values.update(PRESETS[preset])
+        values.update(asdict(PRESETS[preset]))
     known = {f.name for f in fields(Workload)}
     unknown = set(given) - known
     if unknown:
@@ -70,12 +107,13 @@ def resolve(preset: str | None = None, **given: Any) -> Workload:
     if wl.prompt_tokens < 1 or wl.output_tokens < 1:
         raise ValueError("prompt and output lengths must be at least 1")
     if not (0 <= wl.prompt_jitter < 1 and 0 <= wl.output_jitter < 1):
-        raise ValueError("jitter is a fraction in [0, 1)")
+        raise ValueError("jitter (standard deviation / mean) is a fraction in [0, 1)")
     return wl
 
 
-def jittered(n: int, frac: float, rng: random.Random) -> int:
-    return max(1, round(n * rng.uniform(1 - frac, 1 + frac))) if frac else n
+def draw_length(mean: int, jitter: float, rng: random.Random) -> int:
+    """One draw from N(mean, jitter * mean), at least 1; exactly ``mean`` without jitter."""
+    return max(1, round(rng.gauss(mean, jitter * mean))) if jitter else mean
 
 
 def word_salad(n_words: int, rng: random.Random) -> str:
@@ -109,19 +147,26 @@ class RequestFactory:
 
     def body(self, rng: random.Random) -> dict[str, Any]:
         wl = self.workload
-        max_tokens = jittered(wl.output_tokens, wl.output_jitter, rng)
+        prompt_tokens, max_tokens = wl.lengths(rng)
         if self.prompts is not None:
             item = rng.choice(self.prompts)
             messages = item.get("messages") or [{"role": "user", "content": item["prompt"]}]
             max_tokens = int(item.get("max_tokens") or max_tokens)
         else:
-            text = word_salad(jittered(wl.prompt_tokens, wl.prompt_jitter, rng), rng)
+            text = word_salad(prompt_tokens, rng)
             messages = [{"role": "user", "content": text}]
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "stream": True,
-                                "stream_options": {"include_usage": True}}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         if wl.ignore_eos:
             body["ignore_eos"] = True  # sent only when asked: strict OpenAI servers reject unknown fields
         if wl.temperature is not None:
             body["temperature"] = wl.temperature
+        if wl.top_p is not None:
+            body["top_p"] = wl.top_p
         body.update(wl.extra_body)
         return body

@@ -8,13 +8,14 @@ line behind a fixed prefix; everything else they print is vLLM's log and goes to
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from sambay_client.jsonutil import json_safe
 
 SCHEMA_VERSION = 1
 SCHEMA = Path(__file__).with_name("schema.json")
@@ -32,17 +33,6 @@ def parse_event(line: str) -> dict[str, Any] | None:
         return json.loads(line[len(EVENT_PREFIX):])
     except ValueError:
         return None
-
-
-def json_safe(obj: Any) -> Any:
-    """NaN and infinities become null: strict JSON readers (and the schema) refuse them."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_safe(v) for v in obj]
-    return obj
 
 
 class Results:

@@ -7,6 +7,9 @@ q2 against the k2 half, both weighting the full V' row. A second, tiny kernel me
 and applies ``subln(a1 - lambda * a2) * (1 - lambda_init)``, so the layer's attention ends in
 [B, H*d], ready for ``out_proj``.
 
+Where it lives: beside its micro-benchmark, not in the installed plugin, until the GPU
+measurement shows it beats the packed single call and it is wired into the model with GPU parity.
+
 Why it exists: the plugin's packed single call already reads each K/V byte once, but spends
 half of every query-key product on zero padding and runs the combine and RMSNorm as separate
 ops. This kernel does the exact work; whether that pays on an H100 is measured by
@@ -25,7 +28,8 @@ import torch
 import triton
 import triton.language as tl
 
-SUBLN_EPS = 1e-5
+from vllm_sambay.config import SUBLN_EPS
+
 BLOCK_N = 32
 # Enough programs to keep every SM of an H100 (132) busy with two resident programs each.
 TARGET_PROGRAMS = 264

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import LayerKind, LayerSpec, Phi4FlashConfig
+from ..config import SUBLN_EPS, LayerKind, LayerSpec, Phi4FlashConfig
 
 __all__ = [
     "CheckpointMismatchError",
@@ -41,7 +41,6 @@ __all__ = [
     "attention_mask",
 ]
 
-SUBLN_EPS = 1e-5  # RMSNorm inside differential attention (not the config's layer_norm_eps)
 
 
 class CheckpointMismatchError(KeyError):
@@ -375,7 +374,7 @@ class SambaYReference(nn.Module):
 
     ``state_dict`` uses the published HF key names; ``lm_head.weight`` may be present or absent
     (the head is tied to ``model.embed_tokens`` either way). ``None`` loads the tiny factory's
-    random weights (``vllm_sambay.tiny.random_state_dict(config, seed=0)``). Weights are cast to
+    random weights (``vllm_sambay.testing.tiny.random_state_dict(config, seed=0)``). Weights are cast to
     ``dtype`` and every computation, residual stream included, runs in it.
     """
 

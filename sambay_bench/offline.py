@@ -1,6 +1,6 @@
 """Offline-engine modes for one model: decode sweep, latency vs generation length, TTFT.
 
-``python -m vllm_sambay.bench.offline SPEC.json`` runs in a process of its own for each model, so
+``python -m sambay_bench.offline SPEC.json`` runs in a process of its own for each model, so
 each gets a clean GPU and a crash or an OOM costs one model, not the run. The engine runs in this
 process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): ``step()`` is then exactly one engine step, timed
 here with nothing in between, and the scheduler can be asked how many requests it could admit.
@@ -281,7 +281,7 @@ def environment() -> dict[str, Any]:
     import torch
     import vllm
 
-    from .. import __version__
+    from vllm_sambay import __version__
 
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     return {"device": "cuda" if gpu else "cpu", "gpu": gpu, "vllm": vllm.__version__, "torch": torch.__version__,

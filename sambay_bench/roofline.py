@@ -64,8 +64,8 @@ def decode_bytes(model: str, size: str, dtype_bytes: int = 2) -> DecodeBytes:
     """From the config, with the parameter count taken from the real module tree on the meta device
     (the reference for SambaY, transformers' Phi3 for the dense model), not from a hand formula."""
     if model == "sambay":
-        from ..config import LayerKind
-        from ..reference import SambaYDecoder
+        from vllm_sambay.config import LayerKind
+        from vllm_sambay.testing.reference import SambaYDecoder
 
         cfg = sambay_config(size)
         with torch.device("meta"):

@@ -137,9 +137,16 @@ class StreamReader:
         if out is not None and out > 1 and ttft is not None and e2e is not None:
             tpot = (e2e - ttft) / (out - 1)
         return RequestResult(
-            status=200, error=self.error, detail=self.detail, ttft_ms=ttft,
-            tfat_ms=_ms(self.first_answer, self.start), e2e_ms=e2e, total_ms=(now - self.start) * 1e3,
-            itl_ms=[round(g * 1e3, 3) for g in self.itl], tpot_ms=tpot, output_tokens=out,
+            status=200,
+            error=self.error,
+            detail=self.detail,
+            ttft_ms=ttft,
+            tfat_ms=_ms(self.first_answer, self.start),
+            e2e_ms=e2e,
+            total_ms=(now - self.start) * 1e3,
+            itl_ms=[round(g * 1e3, 3) for g in self.itl],
+            tpot_ms=tpot,
+            output_tokens=out,
             prompt_tokens=_int_or_none(usage.get("prompt_tokens")),
             reasoning_tokens=_int_or_none(details.get("reasoning_tokens")) if isinstance(details, dict) else None,
             chunks=self.chunks,

@@ -67,18 +67,25 @@ def summarize(records: list[dict[str, Any]], warmup_s: float = 0.0) -> dict[str,
     out_tokens = sum(r.get("output_tokens") or 0 for r in ok)
     prompt_tokens = sum(r.get("prompt_tokens") or 0 for r in ok)
     summary: dict[str, Any] = {
-        "requests": len(recs), "ok": len(ok), "failed": len(recs) - len(ok),
+        "requests": len(recs),
+        "ok": len(ok),
+        "failed": len(recs) - len(ok),
         "error_rate": (len(recs) - len(ok)) / len(recs),
         "errors_by_status": dict(sorted(Counter(str(r["status"]) for r in recs if not is_ok(r)).items())),
         "errors": dict(Counter(r["error"] for r in recs if not is_ok(r)).most_common()),
-        "duration_s": duration, "warmup_s": warmup_s,
+        "duration_s": duration,
+        "warmup_s": warmup_s,
         "requests_per_s": len(ok) / duration if duration > 0 else math.nan,
         "output_tokens_per_s": out_tokens / duration if duration > 0 else math.nan,
         "prompt_tokens_per_s": prompt_tokens / duration if duration > 0 else math.nan,
-        "output_tokens": out_tokens, "prompt_tokens": prompt_tokens,
+        "output_tokens": out_tokens,
+        "prompt_tokens": prompt_tokens,
         "without_usage": sum(1 for r in ok if r.get("output_tokens") is None),
-        "reasoning_requests": sum(1 for r in ok if r.get("tfat_ms") is not None and r.get("ttft_ms") is not None
-                                  and r["tfat_ms"] > r["ttft_ms"]),
+        "reasoning_requests": sum(
+            1
+            for r in ok
+            if r.get("tfat_ms") is not None and r.get("ttft_ms") is not None and r["tfat_ms"] > r["ttft_ms"]
+        ),
     }
     for key in LATENCIES:
         if key == "itl_ms":
@@ -143,7 +150,9 @@ def timeline(records: list[dict[str, Any]], bin_s: float | None = None) -> dict[
 
     width = [bin_s] * (n - 1) + [max(span - (n - 1) * bin_s, 1e-3)]
     return {
-        "bin_s": bin_s, "t": [i * bin_s + w / 2 for i, w in enumerate(width)], "t0": t0,
+        "bin_s": bin_s,
+        "t": [i * bin_s + w / 2 for i, w in enumerate(width)],
+        "t0": t0,
         "output_tokens_per_s": [x / w for x, w in zip(tokens, width, strict=True)],
         "requests_per_s": [x / w for x, w in zip(done, width, strict=True)],
         "failures_per_s": [x / w for x, w in zip(failed, width, strict=True)],
