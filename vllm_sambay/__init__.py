@@ -2,7 +2,7 @@
 
 vLLM calls :func:`register` in every process it starts (entry point group
 ``vllm.general_plugins``). It must stay cheap and idempotent: the model class is registered as a
-lazy ``"module:Class"`` string so that no CUDA or heavy vLLM import happens here.
+lazy ``"module:Class"`` string, so no model, layer or kernel module is imported here.
 """
 
 from __future__ import annotations
@@ -23,12 +23,15 @@ def register_config() -> None:
 
 
 def register() -> None:
-    """vLLM general-plugin entry point."""
+    """vLLM general-plugin entry point: config class, engine-config hook, model."""
     register_config()
     try:
         from vllm import ModelRegistry
     except ImportError:  # the reference and the tiny factory work without vLLM
         return
+    from .engine_config import register_engine_config_hook
+
+    register_engine_config_hook()
     if ARCHITECTURE not in ModelRegistry.get_supported_archs():
         ModelRegistry.register_model(ARCHITECTURE, MODEL_CLASS)
 

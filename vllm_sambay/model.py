@@ -15,12 +15,15 @@ import torch
 from torch import nn
 from vllm.compilation.decorators import support_torch_compile
 from vllm.config import VllmConfig
+from vllm.forward_context import get_forward_context
 from vllm.model_executor.layers.activation import SiluAndMul
 from vllm.model_executor.layers.logits_processor import LogitsProcessor
+from vllm.model_executor.layers.quantization import QuantizationConfig
 from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
 from vllm.model_executor.models.interfaces import HasInnerState, IsHybrid
 from vllm.model_executor.models.utils import AutoWeightsLoader, WeightsMapper, maybe_prefix
 from vllm.sequence import IntermediateTensors
+from vllm.v1.attention.backends.utils import KVSharingFastPrefillMetadata
 
 from . import compat
 from .config import LayerKind, LayerSpec, Phi4FlashConfig
@@ -32,7 +35,9 @@ from .layers.mamba import SambaYMamba
 class SambaYMLP(nn.Module):
     """fc1 = [gate | up] (gate rows first), fc2(silu(gate) * up)."""
 
-    def __init__(self, config: Phi4FlashConfig, *, quant_config=None, prefix: str = "") -> None:
+    def __init__(
+        self, config: Phi4FlashConfig, *, quant_config: QuantizationConfig | None = None, prefix: str = ""
+    ) -> None:
         super().__init__()
         inter = config.intermediate_size
         self.fc1 = compat.MergedColumnParallelLinear(
@@ -65,20 +70,25 @@ class SambaYDecoderLayer(nn.Module):
         self.attn: nn.Module
         if spec.is_mamba:
             self.attn = SambaYMamba(
-                config, spec, model_config=vllm_config.model_config, cache_config=cache_config,
+                config,
+                spec,
+                model_config=vllm_config.model_config,
+                cache_config=cache_config,
                 prefix=f"{prefix}.attn",
             )
         elif spec.kind is LayerKind.GMU:
             self.attn = GatedMemoryUnit(config, quant_config=quant_config, prefix=f"{prefix}.attn")
         else:
             self.attn = DifferentialAttention(
-                config, spec, cache_config=cache_config, quant_config=quant_config,
-                model_prefix=model_prefix, prefix=f"{prefix}.attn",
+                config,
+                spec,
+                cache_config=cache_config,
+                quant_config=quant_config,
+                model_prefix=model_prefix,
+                prefix=f"{prefix}.attn",
             )
 
-    def forward(
-        self, residual: torch.Tensor, memory: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, residual: torch.Tensor, memory: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         dtype = self.input_layernorm.weight.dtype
         h = self.input_layernorm(residual.to(dtype))
         if self.spec.is_mamba:
@@ -99,21 +109,26 @@ class SambaYDecoderLayer(nn.Module):
 
 
 def fast_prefill_enabled(vllm_config: VllmConfig) -> bool:
-    return bool(getattr(vllm_config.cache_config, "kv_sharing_fast_prefill", False))
+    return vllm_config.cache_config.kv_sharing_fast_prefill
 
 
 def _logits_rows(layer_name: str) -> tuple[torch.Tensor | None, int | None]:
     """The rows vLLM will sample from this step, as it handed them to the KV-sharing layers
     under ``--kv-sharing-fast-prefill``; (None, None) on profile/dummy runs."""
-    from vllm.forward_context import get_forward_context
-
     meta = get_forward_context().attn_metadata
     if isinstance(meta, list):  # micro-batched steps carry one dict per micro-batch
         meta = meta[0] if len(meta) == 1 else None
     if not isinstance(meta, dict):
         return None, None
     layer_meta = meta.get(layer_name)
-    return getattr(layer_meta, "logits_indices_padded", None), getattr(layer_meta, "num_logits_indices", None)
+    if layer_meta is None:
+        return None, None
+    if not isinstance(layer_meta, KVSharingFastPrefillMetadata):
+        raise TypeError(
+            f"{layer_name}: vLLM gave {type(layer_meta).__name__} under --kv-sharing-fast-prefill, "
+            "expected the fast-prefill metadata that carries the sampled rows"
+        )
+    return layer_meta.logits_indices_padded, layer_meta.num_logits_indices
 
 
 @support_torch_compile(dynamic_arg_dims={"input_ids": 0, "inputs_embeds": 0}, enable_if=fast_prefill_enabled)
@@ -169,20 +184,34 @@ class SambaYModel(nn.Module):
         config: Phi4FlashConfig = vllm_config.model_config.hf_config
         self.config = config
         # Registered first, so parameter names stay those of the checkpoint (model.layers.N...).
-        self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size)
+        self.embed_tokens = VocabParallelEmbedding(
+            config.vocab_size,
+            config.hidden_size,
+            quant_config=vllm_config.quant_config,
+            prefix=f"{prefix}.embed_tokens",
+        )
         self.layers = nn.ModuleList(
             SambaYDecoderLayer(config, spec, vllm_config, prefix=f"{prefix}.layers.{spec.index}")
             for spec in config.layer_layout
         )
         self.final_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         split = config.cross_decoder_start
-        self.self_decoder = SambaYSelfDecoder(
-            vllm_config=vllm_config, prefix=f"{prefix}.self_decoder",
-            embed_tokens=self.embed_tokens, layers=self.layers[:split],
-        )
-        self.cross_decoder = SambaYCrossDecoder(
-            vllm_config=vllm_config, prefix=f"{prefix}.cross_decoder", layers=self.layers[split:]
-        )
+        # Imported here as gemma3n does: at module level it entangles vLLM's compilation imports.
+        from vllm.compilation.backends import set_model_tag
+
+        # One tag per compiled half: under --kv-sharing-fast-prefill each half is its own
+        # torch.compile graph, and the tag keeps their compile caches apart.
+        with set_model_tag("self_decoder"):
+            self.self_decoder = SambaYSelfDecoder(
+                vllm_config=vllm_config,
+                prefix=f"{prefix}.self_decoder",
+                embed_tokens=self.embed_tokens,
+                layers=self.layers[:split],
+            )
+        with set_model_tag("cross_decoder"):
+            self.cross_decoder = SambaYCrossDecoder(
+                vllm_config=vllm_config, prefix=f"{prefix}.cross_decoder", layers=self.layers[split:]
+            )
         self.fast_prefill = fast_prefill_enabled(vllm_config)
         if self.fast_prefill:
             # The cross-decoder's inputs live in fixed buffers, so CUDA graphs captured for it
@@ -192,8 +221,10 @@ class SambaYModel(nn.Module):
             self.sampled_layer_name = self.layers[-1].attn.attn.layer_name
             self.residual_rows = torch.zeros(rows, config.hidden_size, dtype=torch.float32, device=device)
             self.memory_rows = torch.zeros(
-                rows, self.layers[config.memory_layer].attn.local_inner,
-                dtype=vllm_config.model_config.dtype, device=device,
+                rows,
+                self.layers[config.memory_layer].attn.local_inner,
+                dtype=vllm_config.model_config.dtype,
+                device=device,
             )
 
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -242,30 +273,27 @@ class Phi4FlashForCausalLM(nn.Module, HasInnerState, IsHybrid):
         super().__init__()
         config = vllm_config.model_config.hf_config
         if not isinstance(config, Phi4FlashConfig):
-            config = Phi4FlashConfig(**config.to_dict())
-            vllm_config.model_config.hf_config = config
-        if vllm_config.speculative_config is not None:
-            # Speculative decoding feeds several tokens per decode row and expects the Mamba
-            # layers to keep per-draft states; the plugin's Mamba step handles one token per row.
-            raise ValueError(
-                "Phi4FlashForCausalLM (vllm-sambay) does not support speculative decoding yet; "
-                "start without --speculative-config"
+            # The engine-config hook (vllm_sambay/engine_config.py) converts every config while
+            # vLLM plans the engine; reaching this means vLLM did not call it.
+            raise TypeError(
+                f"Phi4FlashForCausalLM needs vllm_sambay.config.Phi4FlashConfig, got {type(config).__name__}: "
+                "vLLM did not run the plugin's engine-config hook (is vllm-sambay registered in this process?)"
             )
         self.config = config
         self.vllm_config = vllm_config
         self.model = SambaYModel(vllm_config=vllm_config, prefix=maybe_prefix(prefix, "model"))
+        self.lm_head = ParallelLMHead(
+            config.vocab_size,
+            config.hidden_size,
+            quant_config=vllm_config.quant_config,
+            prefix=maybe_prefix(prefix, "lm_head"),
+        )
         if config.tie_word_embeddings:
-            self.lm_head = self.model.embed_tokens
-        else:
-            self.lm_head = ParallelLMHead(
-                config.vocab_size, config.hidden_size, prefix=maybe_prefix(prefix, "lm_head")
-            )
+            self.lm_head = self.lm_head.tie_weights(self.model.embed_tokens)
         self.logits_processor = LogitsProcessor(config.vocab_size)
 
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.embed_input_ids(input_ids)
-
-    get_input_embeddings = embed_input_ids  # name used by older vLLM releases
 
     def forward(
         self,

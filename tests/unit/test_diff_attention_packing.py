@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vllm_sambay.layers.diff_attention import check_tensor_parallel, pack_query, unpack_output
+from vllm_sambay.config import check_tensor_parallel
+from vllm_sambay.layers.diff_attention import pack_query, unpack_output
 
 
 def gqa_attention(q, k, v, scale, window=None):

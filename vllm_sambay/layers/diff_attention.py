@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from vllm.config import CacheConfig
+from vllm.model_executor.layers.quantization import QuantizationConfig
 
 from .. import compat
 from ..config import SUBLN_EPS, LayerKind, LayerSpec, Phi4FlashConfig
@@ -25,16 +27,6 @@ from ..config import SUBLN_EPS, LayerKind, LayerSpec, Phi4FlashConfig
 def attention_prefix(model_prefix: str, layer_idx: int) -> str:
     """Name of the vLLM ``Attention`` module of a layer (the KV-sharing target name)."""
     return f"{model_prefix}.layers.{layer_idx}.attn.attn"
-
-
-def check_tensor_parallel(num_heads: int, num_kv_heads: int, tp: int) -> None:
-    """Each rank needs whole (even, odd) head pairs and whole packed KV groups."""
-    if num_heads % (2 * tp) or num_kv_heads % (2 * tp):
-        raise ValueError(
-            f"tensor_parallel_size={tp} does not split SambaY's differential heads: "
-            f"num_attention_heads ({num_heads}) and num_key_value_heads ({num_kv_heads}) "
-            f"must both be divisible by 2 * tensor_parallel_size"
-        )
 
 
 def pack_query(q: torch.Tensor, num_heads: int, num_kv_heads: int, head_dim: int) -> torch.Tensor:
@@ -73,8 +65,8 @@ class DifferentialAttention(nn.Module):
         config: Phi4FlashConfig,
         spec: LayerSpec,
         *,
-        cache_config=None,
-        quant_config=None,
+        cache_config: CacheConfig | None = None,
+        quant_config: QuantizationConfig | None = None,
         model_prefix: str = "model",
         prefix: str = "",
     ) -> None:
@@ -84,7 +76,6 @@ class DifferentialAttention(nn.Module):
         self.head_dim = d = hidden // config.num_attention_heads
         self.total_heads = config.num_attention_heads
         self.total_kv_heads = config.num_key_value_heads
-        check_tensor_parallel(self.total_heads, self.total_kv_heads, tp)
         self.num_heads = self.total_heads // tp
         self.num_kv_heads = self.total_kv_heads // tp
         self.groups = self.num_kv_heads // 2  # packed KV heads of width 2d on this rank
@@ -98,8 +89,13 @@ class DifferentialAttention(nn.Module):
             )
         else:
             self.Wqkv = compat.QKVParallelLinear(
-                hidden, d, self.total_heads, self.total_kv_heads, bias=True,
-                quant_config=quant_config, prefix=f"{prefix}.Wqkv",
+                hidden,
+                d,
+                self.total_heads,
+                self.total_kv_heads,
+                bias=True,
+                quant_config=quant_config,
+                prefix=f"{prefix}.Wqkv",
             )
         self.out_proj = compat.RowParallelLinear(
             self.total_heads * d, hidden, bias=True, quant_config=quant_config, prefix=f"{prefix}.out_proj"
@@ -168,4 +164,3 @@ class _SubLN(nn.Module):
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + SUBLN_EPS)
         return x * self.weight.float()
-

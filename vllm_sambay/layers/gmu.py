@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from vllm.model_executor.layers.quantization import QuantizationConfig
 
 from .. import compat
 from ..config import Phi4FlashConfig
@@ -14,14 +15,22 @@ class GatedMemoryUnit(nn.Module):
     """y = out_proj(memory * silu(in_proj(h))), memory = layer N/2's ungated scan output for
     the same token (sharded over tensor-parallel ranks like the Mamba channels)."""
 
-    def __init__(self, config: Phi4FlashConfig, *, quant_config=None, prefix: str = "") -> None:
+    def __init__(
+        self, config: Phi4FlashConfig, *, quant_config: QuantizationConfig | None = None, prefix: str = ""
+    ) -> None:
         super().__init__()
         self.in_proj = compat.ColumnParallelLinear(
-            config.hidden_size, config.mamba_d_inner, bias=False, quant_config=quant_config,
+            config.hidden_size,
+            config.mamba_d_inner,
+            bias=False,
+            quant_config=quant_config,
             prefix=f"{prefix}.in_proj",
         )
         self.out_proj = compat.RowParallelLinear(
-            config.mamba_d_inner, config.hidden_size, bias=False, quant_config=quant_config,
+            config.mamba_d_inner,
+            config.hidden_size,
+            bias=False,
+            quant_config=quant_config,
             prefix=f"{prefix}.out_proj",
         )
 

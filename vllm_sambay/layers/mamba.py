@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from vllm.config import CacheConfig, ModelConfig
+from vllm.forward_context import get_forward_context
+from vllm.platforms import current_platform
+from vllm.v1.attention.backends.mamba1_attn import Mamba1AttentionMetadata
 
 from .. import compat
 from ..config import LayerKind, LayerSpec, Phi4FlashConfig
-from ..ops import mamba_ops
+from ..ops import select_mamba_ops
 
 
 class SambaYMamba(compat.MambaMixer):
@@ -23,8 +27,8 @@ class SambaYMamba(compat.MambaMixer):
         config: Phi4FlashConfig,
         spec: LayerSpec,
         *,
-        model_config=None,
-        cache_config=None,
+        model_config: ModelConfig | None = None,
+        cache_config: CacheConfig | None = None,
         prefix: str = "",
     ) -> None:
         super().__init__(
@@ -43,16 +47,18 @@ class SambaYMamba(compat.MambaMixer):
         self.hidden_size = config.hidden_size
         self.emits_memory = spec.kind is LayerKind.MAMBA_MEMORY
         self.local_inner = config.mamba_d_inner // compat.tp_world_size()
+        # Resolved once here: the forward path reads no environment and imports nothing.
+        self.ops = select_mamba_ops(current_platform.is_cuda())
 
     def output_width(self) -> int:
         """Columns of the op's output buffer: hidden (+ this rank's memory channels)."""
         return self.hidden_size + (self.local_inner if self.emits_memory else 0)
 
     def forward_impl(self, hidden_states: torch.Tensor, output: torch.Tensor) -> None:
-        from vllm.forward_context import get_forward_context
-
-        ctx = get_forward_context()
-        meta = ctx.attn_metadata.get(self.prefix) if isinstance(ctx.attn_metadata, dict) else None
+        attn_metadata = get_forward_context().attn_metadata
+        meta = attn_metadata.get(self.prefix) if isinstance(attn_metadata, dict) else None
+        if meta is not None and not isinstance(meta, Mamba1AttentionMetadata):
+            raise TypeError(f"{self.prefix}: expected Mamba1AttentionMetadata, got {type(meta).__name__}")
         xz, _ = self.in_proj(hidden_states)
         x, z = xz.chunk(2, dim=-1)
         if meta is None:  # profiling run: shapes only
@@ -66,10 +72,10 @@ class SambaYMamba(compat.MambaMixer):
         if self.emits_memory:
             output[:n, self.hidden_size :] = y
 
-    def _mix(self, x: torch.Tensor, meta) -> tuple[torch.Tensor, int]:
+    def _mix(self, x: torch.Tensor, meta: Mamba1AttentionMetadata) -> tuple[torch.Tensor, int]:
         """Conv + selective scan over the batch (decode rows first, then prefill rows); returns
         the ungated scan output y (including D*x) for the real tokens, and their count."""
-        ops = mamba_ops(x.device)
+        ops = self.ops
         conv_state, ssm_state = compat.mamba_states(self)
         conv_state = compat.conv_state_view(conv_state)
         weight = self.conv1d.weight.view(self.conv1d.weight.shape[0], -1)
@@ -100,8 +106,6 @@ class SambaYMamba(compat.MambaMixer):
 
     def _ssm_params(self, xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         params, _ = self.x_proj(xc)
-        dt_low, B, C = torch.split(
-            params, [self.time_step_rank, self.ssm_state_size, self.ssm_state_size], dim=-1
-        )
+        dt_low, B, C = torch.split(params, [self.time_step_rank, self.ssm_state_size, self.ssm_state_size], dim=-1)
         dt, _ = self.dt_proj(dt_low.contiguous())  # bias is added inside the scan
         return dt, B.contiguous(), C.contiguous()

@@ -1,0 +1,78 @@
+"""Checks and fixes of vLLM's engine config for ``Phi4FlashForCausalLM``, where vLLM plans the engine.
+
+vLLM looks up a per-architecture hook in ``vllm.model_executor.models.config.MODELS_CONFIG_MAP``
+while it builds ``ModelConfig`` and ``VllmConfig`` in the process the user started (``LLM(...)``,
+``vllm serve``, ``sambay-serve``), before any engine-core or worker process exists.
+:func:`vllm_sambay.register` puts :class:`Phi4FlashEngineConfig` there. A refusal raised here
+reaches the user as the exception itself, with its message, instead of the generic "Engine core
+initialization failed" that a check inside the model's constructor (in the worker) turns into.
+
+Only facts about the engine config belong here; the model's own config rules are in
+:mod:`vllm_sambay.config`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .config import ARCHITECTURE, Phi4FlashConfig, check_tensor_parallel
+
+if TYPE_CHECKING:
+    from vllm.config import ModelConfig, VllmConfig
+
+PLUGIN = "vllm-sambay"
+
+
+class Phi4FlashEngineConfig:
+    """The two hook methods vLLM calls (the interface of vLLM's ``VerifyAndUpdateConfig``)."""
+
+    @staticmethod
+    def verify_and_update_model_config(model_config: ModelConfig) -> None:
+        adopt_config(model_config)
+
+    @staticmethod
+    def verify_and_update_config(vllm_config: VllmConfig) -> None:
+        model_config = vllm_config.model_config
+        adopt_config(model_config)
+        config: Phi4FlashConfig = model_config.hf_config
+        if vllm_config.speculative_config is not None:
+            # Speculative decoding feeds several tokens per decode row and expects the Mamba
+            # layers to keep a state per draft position; the plugin's Mamba step keeps one.
+            raise ValueError(
+                f"Phi4FlashForCausalLM ({PLUGIN}) does not support speculative decoding; "
+                "start without --speculative-config"
+            )
+        tp = vllm_config.parallel_config.tensor_parallel_size
+        try:
+            check_tensor_parallel(config.num_attention_heads, config.num_key_value_heads, tp)
+        except ValueError as exc:
+            raise ValueError(f"Phi4FlashForCausalLM ({PLUGIN}): {exc}") from None
+        if config.mamba_d_inner % tp:
+            raise ValueError(
+                f"Phi4FlashForCausalLM ({PLUGIN}): tensor_parallel_size={tp} does not split SambaY's Mamba "
+                f"channels (mamba_expand * hidden_size = {config.mamba_d_inner}); choose a divisor of it"
+            )
+
+
+def adopt_config(model_config: ModelConfig) -> None:
+    """Replace a foreign config object (the hub's remote-code ``Phi4FlashConfig`` under
+    ``--trust-remote-code``, or a plain ``PretrainedConfig``) by the plugin's own, which carries
+    the layer layout in ``layer_types``. It must happen before vLLM reads ``layer_types``:
+    without it vLLM sets the 512-token window of the self-decoder on every attention layer."""
+    hf_config = model_config.hf_config
+    if isinstance(hf_config, Phi4FlashConfig):
+        return
+    try:
+        config = Phi4FlashConfig(**hf_config.to_dict())
+    except ValueError as exc:
+        raise ValueError(f"{PLUGIN}: the checkpoint's config.json is not a valid SambaY config: {exc}") from exc
+    model_config.hf_config = config
+    model_config.hf_text_config = config
+
+
+def register_engine_config_hook() -> None:
+    """Put the hook where vLLM looks for it. The map's module imports only vLLM's logger and
+    math helpers, so this keeps :func:`vllm_sambay.register` cheap."""
+    from vllm.model_executor.models.config import MODELS_CONFIG_MAP
+
+    MODELS_CONFIG_MAP[ARCHITECTURE] = Phi4FlashEngineConfig
