@@ -13,6 +13,7 @@ Only facts about the engine config belong here; the model's own config rules are
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from .config import ARCHITECTURE, Phi4FlashConfig, check_tensor_parallel
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from vllm.config import ModelConfig, VllmConfig
 
 PLUGIN = "vllm-sambay"
+logger = logging.getLogger(__name__)
 
 
 class Phi4FlashEngineConfig:
@@ -52,6 +54,21 @@ class Phi4FlashEngineConfig:
                 f"Phi4FlashForCausalLM ({PLUGIN}): tensor_parallel_size={tp} does not split SambaY's Mamba "
                 f"channels (mamba_expand * hidden_size = {config.mamba_d_inner}); choose a divisor of it"
             )
+        warn_if_untested_runner(vllm_config)
+
+
+def warn_if_untested_runner(vllm_config: VllmConfig) -> None:
+    """vLLM 0.32 and 0.33 pick Model Runner V2 on CUDA for this model by default. The plugin uses
+    only interfaces both runners implement (hybrid Mamba state, KV sharing, fast prefill), but its
+    GPU measurements so far ran on the V1 runner (vLLM 0.26): say so once instead of guessing."""
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cuda() and getattr(vllm_config, "use_v2_model_runner", False):
+        logger.warning(
+            "%s: vLLM selected Model Runner V2 for Phi4FlashForCausalLM; the plugin's GPU checks ran on the "
+            "V1 runner. Set VLLM_USE_V2_MODEL_RUNNER=0 to use it.",
+            PLUGIN,
+        )
 
 
 def adopt_config(model_config: ModelConfig) -> None:
