@@ -21,10 +21,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-# Tokens whose [L, D, N] decay and input terms are materialized at once by the scan. At D = 5120,
-# N = 16 one chunk of 8 is 2.6 MB per term, about one core's L2; benchmarks/mamba_scan_micro.py
-# measured 4..64 on this project's 2-core CPU and 8 was fastest.
-SCAN_CHUNK_TOKENS = 8
+# Tokens whose [L, N, D] decay and state terms are materialized at once by the scan (5.2 MB per
+# term at L = 16, D = 5120, N = 16); benchmarks/mamba_scan_micro.py sweeps it.
+SCAN_CHUNK_TOKENS = 16
 # Tokens whose per-channel [P, D] terms (softplus(dt), dt * x, the output rows) are computed at
 # once: big enough that these ops are few, small enough (5 MB at D = 5120) that memory stays flat.
 SCAN_BLOCK_TOKENS = 256
@@ -163,32 +162,37 @@ def selective_scan_varlen(
 ) -> torch.Tensor:
     """The scan of ``selective_scan_varlen_loop`` over the packed tokens of all sequences at once.
 
-    The recurrence h_t = a_t * h_{t-1} + u_t (a_t = exp(dt_t A), u_t = dt_t x_t B_t, all [D, N])
-    runs along the packed token axis as one sequence; at a sequence's first token the previous
-    state is that sequence's cached one (or none), so sequences never mix and one pass serves the
-    whole batch. Per step this is a single in-place multiply-add on [D, N] plus a [D, N] @ [N]
-    product for y_t, both on data still in cache; everything else (softplus, exp, the outer
-    products, D*x, the gate) is batched over a chunk of tokens. Cost and memory:
+    The recurrence h_t = a_t * h_{t-1} + u_t (a_t = exp(dt_t A), u_t = dt_t x_t B_t) runs along
+    the packed token axis as one sequence; at a sequence's first token the previous state is that
+    sequence's cached one (or none), so sequences never mix and one pass serves the whole batch.
+    Per token this is a single in-place multiply-add; everything else is batched over a chunk of
+    SCAN_CHUNK_TOKENS tokens (a, u, and y_t = C_t . h_t as one batched product) or a block of
+    SCAN_BLOCK_TOKENS (softplus, D*x, the gate). Choices, measured on 2 cores (see
+    benchmarks/mamba_scan_micro.py):
 
-    * exactly the loop's arithmetic (one exp and one multiply-add per token and state element), so
-      no extra work and no cancellation: a chunked closed form would need exp of cumulative
-      decays between all token pairs of a chunk, L/2 times more exps, and exp is already the
-      largest single cost;
+    * exactly the loop's arithmetic: one exp and one multiply-add per token and state element. A
+      chunked closed form would need the decay between every token pair of a chunk, (L+1)/2 times
+      more exps, and exp is already the largest single cost;
+    * states are held as [N, D] (D innermost) so that each chunk op runs over 5120 contiguous
+      floats instead of 16, which made the chunk ops and the C_t . h_t product about 1.3x faster;
+      a state is transposed only where a sequence starts from or ends in its cache slot;
     * exp(dt A) is evaluated as exp2(dt * (A log2 e)): torch's float32 exp2 is about 3x faster
-      than its exp on AVX-512 and the arguments are never positive, so nothing overflows;
-    * the only buffers are two [SCAN_CHUNK_TOKENS, D, N] terms and [SCAN_BLOCK_TOKENS, D] rows
-      (about 11 MB at D = 5120) besides the output, whatever the number of tokens.
+      than its exp on AVX-512, and the argument is never positive, so nothing can overflow;
+    * one op per token means one thread synchronisation per token: fine-grained parallel ops are
+      what suffers most when other processes share the cores;
+    * the only buffers besides the output are three [SCAN_CHUNK_TOKENS, N, D] terms and the
+      [SCAN_BLOCK_TOKENS, D] rows (about 20 MB at D = 5120), whatever the number of tokens.
     """
     ct = _compute_dtype(x)
     n_tok, dim = x.shape
+    n_state = A.shape[1]
     chunk, block = SCAN_CHUNK_TOKENS, SCAN_BLOCK_TOKENS
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     qsl = query_start_loc.tolist()
-    slots = state_indices.tolist()
     carried = [bool(v) for v in has_initial_state.tolist()]
     start_slot: dict[int, int | None] = {}  # first token -> slot whose state it continues (None: zeros)
     end_slot: dict[int, int] = {}  # last token -> slot that receives the final state
-    for i, slot in enumerate(slots):
+    for i, slot in enumerate(state_indices.tolist()):
         s, e = qsl[i], qsl[i + 1]
         if e > s:
             start_slot[s] = slot if carried[i] else None
@@ -197,44 +201,41 @@ def selective_scan_varlen(
             ssm_state[slot].zero_()
     if n_tok == 0:
         return out
-    A2 = A.to(ct) * _LOG2E
+    A2 = (A.to(ct) * _LOG2E).t().contiguous()  # [N, D]
     D_ = D.to(ct)
-    bias = None if dt_bias is None else dt_bias.to(ct)
-    decay = torch.empty(chunk, dim, A.shape[1], dtype=ct, device=x.device)
-    h_all = torch.empty_like(decay)
-    carry = torch.zeros(dim, A.shape[1], dtype=ct, device=x.device)
-    h_prev = carry  # token 0 always starts a sequence, so this is never read before it is set
+    decay = torch.empty(chunk, n_state, dim, dtype=ct, device=x.device)
+    # Two state buffers, alternating per chunk: the last state of one chunk stays valid while the
+    # next chunk is filled, so it needs no copy.
+    states = (torch.empty_like(decay), torch.empty_like(decay))
     y = torch.empty(block, dim, dtype=ct, device=x.device)
+    h_prev = None
+    n_chunks = 0
     for b0 in range(0, n_tok, block):
         b1 = min(b0 + block, n_tok)
         xs = x[b0:b1].to(ct)
-        d = dt[b0:b1].to(ct)
-        if bias is not None:
-            d = d + bias
-        delta = torch.logaddexp(d, d.new_zeros(()))  # softplus, about 2x faster than F.softplus here
+        delta = _discretize(dt[b0:b1], dt_bias, ct)  # [P, D]
         dx = delta * xs
         Bs, Cs = B[b0:b1].to(ct), C[b0:b1].to(ct)
         for c0 in range(0, b1 - b0, chunk):
             c1 = min(c0 + chunk, b1 - b0)
             a = decay[: c1 - c0]
-            h = h_all[: c1 - c0]
-            torch.mul(delta[c0:c1, :, None], A2, out=a)
+            h = states[n_chunks % 2][: c1 - c0]
+            n_chunks += 1
+            torch.mul(delta[c0:c1, None, :], A2, out=a)
             torch.exp2(a, out=a)
-            torch.mul(dx[c0:c1, :, None], Bs[c0:c1, None, :], out=h)  # u_t, becomes h_t below
+            torch.mul(dx[c0:c1, None, :], Bs[c0:c1, :, None], out=h)  # u_t, becomes h_t below
             for j, (a_j, h_j) in enumerate(zip(a.unbind(0), h.unbind(0), strict=True)):
                 t = b0 + c0 + j
                 if t in start_slot:
                     slot = start_slot[t]
                     if slot is not None:
-                        h_j.addcmul_(a_j, ssm_state[slot].to(ct))
+                        h_j.addcmul_(a_j, ssm_state[slot].t().to(ct))
                 else:
                     h_j.addcmul_(a_j, h_prev)
-                torch.mv(h_j, Cs[c0 + j], out=y[c0 + j])
                 if t in end_slot:
-                    ssm_state[end_slot[t]].copy_(h_j)
+                    ssm_state[end_slot[t]].copy_(h_j.t())
                 h_prev = h_j
-            carry.copy_(h_prev)  # the chunk buffers are overwritten next
-            h_prev = carry
+            torch.bmm(Cs[c0:c1, None, :], h, out=y[c0:c1, None, :])  # y_t = C_t . h_t
         yb = y[: b1 - b0]
         yb.addcmul_(xs, D_)
         if z is not None:
