@@ -239,7 +239,7 @@ def _plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     specs: list[dict[str, Any]] = [{"kind": "bandwidth", "T": 0, "repeats": 0}]
     for T in args.tokens:
         base = {"T": T, "seqs": 1, "gated": True, "repeats": args.repeats}
-        specs.append({**base, "kind": "scan_loop", "repeats": 1 if T <= 2048 else 0})
+        specs.append({**base, "kind": "scan_loop", "repeats": 2 if T <= 2048 else 0})
         specs.append({**base, "kind": "scan_chunked"})
         specs.append({**base, "kind": "scan_chunked", "gated": False})
         specs.append({**base, "kind": "conv_loop"})
@@ -259,18 +259,19 @@ def _plan(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "sweep": "chunk",
             }
         )
-    for threads in args.threads:
-        specs.append(
-            {
-                "kind": "scan_chunked",
-                "T": sweep_T,
-                "seqs": 1,
-                "gated": True,
-                "repeats": args.repeats,
-                "threads": threads,
-                "sweep": "threads",
-            }
-        )
+    for threads in args.threads:  # one thread cannot wait for a descheduled partner: steadier under load
+        for kind in ("scan_loop", "scan_chunked"):
+            specs.append(
+                {
+                    "kind": kind,
+                    "T": sweep_T,
+                    "seqs": 1,
+                    "gated": True,
+                    "repeats": 1 if kind == "scan_loop" else 3,
+                    "threads": threads,
+                    "sweep": "threads",
+                }
+            )
     # many short prompts in one batch: 64 x 32 tokens
     for kind in ("scan_loop", "scan_chunked", "conv_loop", "conv_batched"):
         specs.append(
@@ -334,7 +335,7 @@ def _summarize(results: list[dict[str, Any]], bw: dict[str, float]) -> dict[str,
     }
 
     def sweep(name: str, key: str) -> dict[str, float | None]:
-        return {str(r.get(key)): r.get("best_s") for r in results if r.get("sweep") == name}
+        return {f"{r['kind']}@{r.get(key)}": r.get("best_s") for r in results if r.get("sweep") == name}
 
     batch = {r["kind"]: r.get("best_s") for r in results if r.get("sweep") == "batch"}
     return {
@@ -385,7 +386,7 @@ def main() -> None:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cpu/mamba_scan_micro.json"))
     ap.add_argument("--tokens", type=lambda s: [int(v) for v in s.split(",")], default=[512, 2048, 8192])
-    ap.add_argument("--chunks", type=lambda s: [int(v) for v in s.split(",") if v], default=[4, 8, 16, 32, 64])
+    ap.add_argument("--chunks", type=lambda s: [int(v) for v in s.split(",") if v], default=[4, 8, 16, 32])
     ap.add_argument("--threads", type=lambda s: [int(v) for v in s.split(",") if v], default=[1])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--variant-timeout-s", type=float, default=600)
