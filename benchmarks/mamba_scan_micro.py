@@ -289,7 +289,7 @@ def _plan(args: argparse.Namespace, loop_8192_ok: bool) -> list[dict[str, Any]]:
         loop_rounds = 3 if T <= 2048 else 1
         specs.append({"mode": "timing", "T": T, "variants": variants, "rounds": rounds, "loop_rounds": loop_rounds})
         for v in variants:
-            if "@" not in v:
+            if "@" not in v and not args.no_memory:
                 specs.append({"mode": "memory", "T": T, "variants": [v]})
     for threads in args.threads:  # one thread cannot wait for a descheduled partner: steadier under load
         specs.append(
@@ -303,6 +303,8 @@ def _plan(args: argparse.Namespace, loop_8192_ok: bool) -> list[dict[str, Any]]:
                 "sweep": "threads",
             }
         )
+    if args.no_batch:
+        return specs
     specs.append(
         {
             "mode": "timing",
@@ -427,6 +429,8 @@ def main() -> None:
     ap.add_argument("--chunks", type=lambda s: [int(v) for v in s.split(",") if v], default=[4, 8, 16, 32])
     ap.add_argument("--threads", type=lambda s: [int(v) for v in s.split(",") if v], default=[1])
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--no-memory", action="store_true", help="times only (the peak-memory runs are deterministic)")
+    ap.add_argument("--no-batch", action="store_true", help="skip the 64 x 32-token batch")
     ap.add_argument("--variant-timeout-s", type=float, default=900)
     args = ap.parse_args()
     if args.worker:
