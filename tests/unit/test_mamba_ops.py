@@ -60,8 +60,18 @@ def run_chunks(x, dt, B, C, z, p, splits, gated, slot=2, slots=4):
         else:
             xc = ops.causal_conv1d_varlen(x[s], p["weight"], p["bias"], conv, idx, has_init, qsl)
             y = ops.selective_scan_varlen(
-                xc, dt[s], p["A"], B[s], C[s], p["Dskip"], z[s] if gated else None, p["dt_bias"], ssm, idx,
-                has_init, qsl,
+                xc,
+                dt[s],
+                p["A"],
+                B[s],
+                C[s],
+                p["Dskip"],
+                z[s] if gated else None,
+                p["dt_bias"],
+                ssm,
+                idx,
+                has_init,
+                qsl,
             )
         outs.append(y)
         start += n
@@ -93,6 +103,143 @@ def test_packed_sequences_use_their_own_slots_and_reset_without_initial_state():
     for (s, e), seq in zip([(0, 5), (5, 7), (7, 15)], seqs, strict=True):
         torch.testing.assert_close(y[s:e], naive(*seq, p, True), rtol=1e-10, atol=1e-10)
     # the conv state keeps the last K-1 raw inputs of each sequence, oldest first
-    torch.testing.assert_close(conv[5], seqs[2][0][-(K - 1):].t())
+    torch.testing.assert_close(conv[5], seqs[2][0][-(K - 1) :].t())
     # a 2-token sequence leaves a zero-padded conv state
     torch.testing.assert_close(conv[0][:, 0], torch.zeros(D, dtype=torch.float64))
+
+
+# ---- the chunked CPU scan and the batched conv against the per-token / per-sequence definitions ----
+
+WIDE, STATE = 48, 16  # channels and state size of the tests below (the model's N, a narrow D)
+
+
+def wide_params(seed=3):
+    """Float64 parameters whose dt*A reaches -1e3 in a third of the channels (exp2 underflows to 0)."""
+    g = torch.Generator().manual_seed(seed)
+    a_log = torch.rand(WIDE, STATE, generator=g, dtype=torch.float64) * 2.0
+    a_log[::3] += 4.0  # |A| up to e^6 ~ 400
+    return dict(
+        A=-torch.exp(a_log),
+        Dskip=torch.randn(WIDE, generator=g, dtype=torch.float64),
+        dt_bias=torch.randn(WIDE, generator=g, dtype=torch.float64) * 0.1,
+        weight=torch.randn(WIDE, K, generator=g, dtype=torch.float64),
+        bias=torch.randn(WIDE, generator=g, dtype=torch.float64),
+    )
+
+
+def wide_batch(lens, seed=4):
+    g = torch.Generator().manual_seed(seed)
+    t = sum(lens)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    dt = r(t, WIDE)
+    dt[:, ::3] += 2.0  # softplus(dt) ~ 2..4 on the strongly decaying channels
+    qsl = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()])
+    return dict(x=r(t, WIDE), dt=dt, B=r(t, STATE), C=r(t, STATE), z=r(t, WIDE), qsl=qsl)
+
+
+def scan_call(fn, b, p, ssm, idx, has_init, gated, dtype):
+    cast = lambda v: v.to(dtype)  # noqa: E731
+    return fn(
+        cast(b["x"]),
+        cast(b["dt"]),
+        cast(p["A"]),
+        cast(b["B"]),
+        cast(b["C"]),
+        cast(p["Dskip"]),
+        cast(b["z"]) if gated else None,
+        cast(p["dt_bias"]),
+        ssm,
+        idx,
+        has_init,
+        b["qsl"],
+    )
+
+
+def row_relative_error(got: torch.Tensor, ref: torch.Tensor) -> float:
+    """Worst row of max|got - ref| / max|ref| (rows: tokens or state slots)."""
+    got, ref = got.double().flatten(1), ref.double().flatten(1)
+    return ((got - ref).abs().amax(1) / ref.abs().amax(1)).max().item()
+
+
+# 1 token, shorter than the conv window, exactly one chunk, one past it, several chunks and blocks.
+MIXED = [1, 2, 8, 9, 1, 37, 3, 70]
+
+
+@pytest.fixture(params=[(8, 256), (8, 16), (3, 10)], ids=["chunk8-block256", "chunk8-block16", "chunk3-block10"])
+def scan_sizes(request, monkeypatch):
+    """The chunk and block lengths are module constants read at each call; small ones put chunk
+    and block boundaries inside these short sequences."""
+    chunk, block = request.param
+    monkeypatch.setattr(ops, "SCAN_CHUNK_TOKENS", chunk)
+    monkeypatch.setattr(ops, "SCAN_BLOCK_TOKENS", block)
+    return request.param
+
+
+@pytest.mark.parametrize("gated", [True, False], ids=["gated", "ungated-memory"])
+@pytest.mark.parametrize("carried", ["none", "some", "all"])
+def test_float32_scan_matches_float64_loop_on_a_mixed_batch(scan_sizes, gated, carried):
+    p, b = wide_params(), wide_batch(MIXED)
+    nb = len(MIXED)
+    has_init = torch.tensor([carried == "all" or (carried == "some" and i % 2 == 0) for i in range(nb)])
+    idx = torch.arange(nb).flip(0) * 2 + 1  # slots 15, 13, ..., 1 of 17; the even slots are bystanders
+    state64 = torch.randn(2 * nb + 1, WIDE, STATE, dtype=torch.float64)
+    state32 = state64.float()
+    ref = scan_call(ops.selective_scan_varlen_loop, b, p, state64, idx, has_init, gated, torch.float64)
+    got = scan_call(ops.selective_scan_varlen, b, p, state32, idx, has_init, gated, torch.float32)
+    assert got.dtype == torch.float32
+    assert row_relative_error(got, ref) <= 1e-5
+    assert row_relative_error(state32[idx], state64[idx]) <= 1e-5
+    assert torch.isfinite(got).all()
+
+
+def test_float64_scan_equals_the_float64_loop(scan_sizes):
+    """Float64 inputs are computed in float64 (the float32 path would be ~1e-7 off)."""
+    p, b = wide_params(), wide_batch(MIXED)
+    idx, has_init = torch.arange(len(MIXED)), torch.tensor([i % 3 == 0 for i in range(len(MIXED))])
+    s_ref = torch.randn(len(MIXED), WIDE, STATE, dtype=torch.float64)
+    s_got = s_ref.clone()
+    ref = scan_call(ops.selective_scan_varlen_loop, b, p, s_ref, idx, has_init, True, torch.float64)
+    got = scan_call(ops.selective_scan_varlen, b, p, s_got, idx, has_init, True, torch.float64)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(s_got, s_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_scan_writes_states_in_place_into_its_slots_only(scan_sizes):
+    p, b = wide_params(), wide_batch(MIXED)
+    nb = len(MIXED)
+    idx = torch.tensor([9, 2, 7, 0, 4, 11, 5, 1])
+    has_init = torch.tensor([True, False, True, False, False, True, True, False])
+    state = torch.randn(12, WIDE, STATE, dtype=torch.float64).float()
+    state[idx[~has_init]] = float("nan")  # a slot without initial state must never be read
+    before, ptr = state.clone(), state.data_ptr()
+    ref_state = before.double().nan_to_num(0.0)
+    ref = scan_call(ops.selective_scan_varlen_loop, b, p, ref_state, idx, has_init, False, torch.float64)
+    got = scan_call(ops.selective_scan_varlen, b, p, state, idx, has_init, False, torch.float32)
+    assert state.data_ptr() == ptr
+    assert torch.isfinite(got).all() and row_relative_error(got, ref) <= 1e-5
+    assert row_relative_error(state[idx], ref_state[idx]) <= 1e-5
+    others = sorted(set(range(12)) - set(idx.tolist()))
+    assert others == [3, 6, 8, 10] and len(idx) == nb
+    torch.testing.assert_close(state[others], before[others], rtol=0, atol=0)
+
+
+def test_batched_conv_equals_the_per_sequence_loop():
+    p, b = wide_params(), wide_batch(MIXED)
+    nb = len(MIXED)
+    idx = torch.tensor([9, 2, 7, 0, 4, 11, 5, 1])
+    has_init = torch.tensor([True, True, False, False, True, True, False, True])  # 1- and 2-token carried
+    conv = torch.randn(12, WIDE, K - 1, dtype=torch.float64)
+    conv[idx[~has_init]] = float("nan")  # never read
+    conv_ref = conv.nan_to_num(0.0)
+    before, ptr = conv.clone(), conv.data_ptr()
+    args = (p["weight"], p["bias"])
+    ref = ops.causal_conv1d_varlen_loop(b["x"], *args, conv_ref, idx, has_init, b["qsl"])
+    got = ops.causal_conv1d_varlen(b["x"], *args, conv, idx, has_init, b["qsl"])
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    assert conv.data_ptr() == ptr and len(idx) == nb
+    torch.testing.assert_close(conv[idx], conv_ref[idx], rtol=0, atol=0)
+    others = [3, 6, 8, 10]
+    torch.testing.assert_close(conv[others], before[others], rtol=0, atol=0)
+    got32 = ops.causal_conv1d_varlen(b["x"].float(), *args, before.float(), idx, has_init, b["qsl"])
+    assert got32.dtype == torch.float32 and row_relative_error(got32, ref) <= 1e-5
