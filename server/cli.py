@@ -30,19 +30,37 @@ def build_parser():
     """vLLM's serve parser with the sambay-serve flags added (one parser: one ``--help``)."""
     parser = vllm_front.make_arg_parser("sambay-serve: vLLM's OpenAI-compatible server for SambaY, hardened")
     group = parser.add_argument_group("sambay-serve")
-    group.add_argument("--max-pending", type=int, default=256,
-                       help="requests admitted at once (running + queued + being read); beyond it 429 + Retry-After")
-    group.add_argument("--max-request-bytes", type=int, default=None,
-                       help="largest request body; larger gets 413 before anything parses it "
-                            "(default: 1 MiB + 64 bytes per token of max_model_len)")
-    group.add_argument("--body-timeout-s", type=float, default=30.0,
-                       help="a request body must arrive within this time (else 408)")
-    group.add_argument("--header-timeout-s", type=float, default=10.0,
-                       help="request headers must arrive within this time (else the connection is closed)")
-    group.add_argument("--graceful-shutdown-s", type=float, default=30.0,
-                       help="on SIGTERM, in-flight requests get this long to finish")
-    group.add_argument("--exit-on-engine-death-s", type=float, default=5.0,
-                       help="after the engine dies, the process exits non-zero at the latest this much later")
+    group.add_argument(
+        "--max-pending",
+        type=int,
+        default=256,
+        help="requests admitted at once (running + queued + being read); beyond it 429 + Retry-After",
+    )
+    group.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=None,
+        help="largest request body; larger gets 413 before anything parses it "
+        "(default: 1 MiB + 64 bytes per token of max_model_len)",
+    )
+    group.add_argument(
+        "--body-timeout-s", type=float, default=30.0, help="a request body must arrive within this time (else 408)"
+    )
+    group.add_argument(
+        "--header-timeout-s",
+        type=float,
+        default=10.0,
+        help="request headers must arrive within this time (else the connection is closed)",
+    )
+    group.add_argument(
+        "--graceful-shutdown-s", type=float, default=30.0, help="on SIGTERM, in-flight requests get this long to finish"
+    )
+    group.add_argument(
+        "--exit-on-engine-death-s",
+        type=float,
+        default=5.0,
+        help="after the engine dies, the process exits non-zero at the latest this much later",
+    )
     return parser
 
 

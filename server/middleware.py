@@ -68,10 +68,13 @@ class Settings:
     @classmethod
     def from_args(cls, args) -> Settings:
         get = lambda name, default: getattr(args, name, default)  # noqa: E731 - local shorthand
-        return cls(api_keys=list(get("sambay_api_keys", []) or []), max_pending=get("max_pending", 256),
-                   max_request_bytes=get("max_request_bytes", None) or (1 << 20),
-                   body_timeout_s=get("body_timeout_s", 30.0),
-                   exit_on_engine_death_s=get("exit_on_engine_death_s", None))
+        return cls(
+            api_keys=list(get("sambay_api_keys", []) or []),
+            max_pending=get("max_pending", 256),
+            max_request_bytes=get("max_request_bytes", None) or (1 << 20),
+            body_timeout_s=get("body_timeout_s", 30.0),
+            exit_on_engine_death_s=get("exit_on_engine_death_s", None),
+        )
 
 
 def _send_json(send: Send, status: int, body: dict, headers: list | None = None):
@@ -104,8 +107,9 @@ class SambayMiddleware:
         from prometheus_client import REGISTRY, Counter
 
         try:
-            self.requests_total = Counter("sambay_server_requests", "HTTP requests by route template and status",
-                                          ["route", "status"])
+            self.requests_total = Counter(
+                "sambay_server_requests", "HTTP requests by route template and status", ["route", "status"]
+            )
         except ValueError:  # already registered (several apps in one process)
             self.requests_total = REGISTRY._names_to_collectors["sambay_server_requests"]
 
@@ -214,17 +218,29 @@ class SambayMiddleware:
             deep = path == "/health" and _query_flag(scope, "deep")
             open_path = path.startswith(OPEN_PATHS) and not deep
             if state["engine_dead"] and not open_path:
-                return await _send_json(send_logged, 503, error_body(503, "the engine is dead; the server is "
-                                                                           "restarting"))
+                return await _send_json(
+                    send_logged, 503, error_body(503, "the engine is dead; the server is restarting")
+                )
             if self.key_digests and method != "OPTIONS" and not open_path and not self._authorized(scope):
-                return await _send_json(send_logged, 401, error_body(
-                    401, "missing or invalid API key (Authorization: Bearer ...)"), [(b"www-authenticate", b"Bearer")])
+                return await _send_json(
+                    send_logged,
+                    401,
+                    error_body(401, "missing or invalid API key (Authorization: Bearer ...)"),
+                    [(b"www-authenticate", b"Bearer")],
+                )
             counted = deep or (method == "POST" and not path.startswith(UNCOUNTED_POSTS))
             if counted:
                 if self.in_flight >= settings.max_pending:
-                    return await _send_json(send_logged, 429, error_body(
-                        429, f"server busy: {self.in_flight} requests in flight (--max-pending "
-                             f"{settings.max_pending}); retry later"), [(b"retry-after", b"1")])
+                    return await _send_json(
+                        send_logged,
+                        429,
+                        error_body(
+                            429,
+                            f"server busy: {self.in_flight} requests in flight (--max-pending "
+                            f"{settings.max_pending}); retry later",
+                        ),
+                        [(b"retry-after", b"1")],
+                    )
                 self.in_flight += 1
                 admitted = True
             if deep:
@@ -247,9 +263,19 @@ class SambayMiddleware:
             route = self._route_template(scope)
             code = status["code"] or 499  # no response started: the client went away first
             self.requests_total.labels(route, str(code)).inc()
-            log.info(json.dumps({"request_id": request_id, "method": method, "route": route, "path": path[:200],
-                                 "status": code, "bytes": status["bytes"],
-                                 "latency_ms": round((time.perf_counter() - start) * 1e3, 1)}))
+            log.info(
+                json.dumps(
+                    {
+                        "request_id": request_id,
+                        "method": method,
+                        "route": route,
+                        "path": path[:200],
+                        "status": code,
+                        "bytes": status["bytes"],
+                        "latency_ms": round((time.perf_counter() - start) * 1e3, 1),
+                    }
+                )
+            )
 
     def _request_id(self, scope: Scope) -> str:
         """The client's X-Request-Id if it is sane, else a fresh one; passed on to vLLM, which
@@ -299,9 +325,12 @@ class SambayMiddleware:
             await _send_json(send, 413, too_large, [(b"connection", b"close")])
             return None
         except TimeoutError:
-            await _send_json(send, 408, error_body(408, f"request body not received within "
-                                                        f"{settings.body_timeout_s:g} s (--body-timeout-s)"),
-                             [(b"connection", b"close")])
+            await _send_json(
+                send,
+                408,
+                error_body(408, f"request body not received within {settings.body_timeout_s:g} s (--body-timeout-s)"),
+                [(b"connection", b"close")],
+            )
             return None
         if not complete:
             return None
@@ -359,8 +388,10 @@ class SambayMiddleware:
         known = _field_names(model)
         unknown = sorted(str(k) for k in data if k not in known)
         if unknown:
-            return (f"unknown field(s) {', '.join(unknown)}: this server does not accept and ignore request "
-                    f"fields", unknown[0])
+            return (
+                f"unknown field(s) {', '.join(unknown)}: this server does not accept and ignore request fields",
+                unknown[0],
+            )
         options = data.get("stream_options")
         if isinstance(options, dict):
             extra = sorted(set(options) - {"include_usage", "continuous_usage_stats"})
@@ -373,8 +404,10 @@ class SambayMiddleware:
             for i, message in enumerate(messages):
                 role = message.get("role") if isinstance(message, dict) else None
                 if isinstance(role, str) and role not in CHAT_ROLES:
-                    return (f"messages[{i}].role: {role[:40]!r} is not a chat role ({', '.join(CHAT_ROLES)})",
-                            f"messages[{i}].role")
+                    return (
+                        f"messages[{i}].role: {role[:40]!r} is not a chat role ({', '.join(CHAT_ROLES)})",
+                        f"messages[{i}].role",
+                    )
         bad = _first_invalid_text(data)
         if bad is not None:
             return f"{bad}: text is not valid Unicode (lone surrogate)", bad
@@ -468,8 +501,11 @@ class _ReasoningMirror:
     async def send(self, message: dict) -> None:
         if message["type"] == "http.response.start":
             ctype = next((v for k, v in message.get("headers") or [] if k.lower() == b"content-type"), b"")
-            self.kind = "sse" if ctype.startswith(b"text/event-stream") else (
-                "json" if ctype.startswith(b"application/json") and message["status"] == 200 else None)
+            self.kind = (
+                "sse"
+                if ctype.startswith(b"text/event-stream")
+                else ("json" if ctype.startswith(b"application/json") and message["status"] == 200 else None)
+            )
             if self.kind == "json":  # the length changes: held until the body is complete
                 self.start = message
                 return
@@ -539,8 +575,11 @@ def _mirror_event(event: bytes) -> bytes:
 def _dead_error(obj: dict) -> dict:
     error = obj.get("error") if isinstance(obj, dict) else None
     if isinstance(error, dict) and error.get("code") == 500:
-        error.update(code=503, type="ServiceUnavailableError",
-                     message=f"the engine died; the server restarts ({error.get('message', '')})")
+        error.update(
+            code=503,
+            type="ServiceUnavailableError",
+            message=f"the engine died; the server restarts ({error.get('message', '')})",
+        )
     return obj
 
 
@@ -616,8 +655,9 @@ class _OpenAIErrors:
         if not (isinstance(obj, dict) and isinstance(obj.get("error"), dict)):
             detail = obj.get("detail") if isinstance(obj, dict) else None
             text = detail if isinstance(detail, str) else (json.dumps(obj)[:500] if obj else "")
-            kept = [(k, v) for k, v in start.get("headers") or [] if k.lower() not in (b"content-length",
-                                                                                        b"content-type")]
+            kept = [
+                (k, v) for k, v in start.get("headers") or [] if k.lower() not in (b"content-length", b"content-type")
+            ]
             status = start["status"]
             return await _send_json(self._send, status, error_body(status, text or HTTPStatus(status).phrase), kept)
         await self._send(start)

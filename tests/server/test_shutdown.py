@@ -16,8 +16,17 @@ pytestmark = pytest.mark.engine
 
 def test_sigterm_lets_in_flight_requests_finish(tiny_checkpoint, tmp_path, serve_subprocess):
     log = tmp_path / "server.log"
-    cmd = [sys.executable, "-m", "sambay_server.cli", "--model", str(tiny_checkpoint), "--served-model-name", "m",
-           "--max-model-len", "512"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sambay_server.cli",
+        "--model",
+        str(tiny_checkpoint),
+        "--served-model-name",
+        "m",
+        "--max-model-len",
+        "512",
+    ]
     with serve_subprocess(cmd, log) as (base, proc):
         result = {}
 
