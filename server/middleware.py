@@ -408,6 +408,9 @@ class SambayMiddleware:
                         f"messages[{i}].role: {role[:40]!r} is not a chat role ({', '.join(CHAT_ROLES)})",
                         f"messages[{i}].role",
                     )
+        big = _first_huge_int(data)
+        if big is not None:
+            return f"{big}: integer out of range (beyond 64 bits)", big
         bad = _first_invalid_text(data)
         if bad is not None:
             return f"{bad}: text is not valid Unicode (lone surrogate)", bad
@@ -464,6 +467,21 @@ def _field_names(model) -> set[str]:
         if getattr(info, "alias", None):
             names.add(info.alias)
     return names
+
+
+def _first_huge_int(value, path: str = "") -> str | None:
+    """The path of the first integer beyond int64: vLLM passes e.g. ``top_k`` on to torch, which
+    overflows (a 500); no field of this API means anything that large."""
+    stack = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, int) and not isinstance(item, bool) and not -(2**63) <= item < 2**63:
+            return where or "body"
+        if isinstance(item, dict):
+            stack.extend((v, f"{where}.{k}" if where else str(k)) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
+    return None
 
 
 def _first_invalid_text(value, path: str = "") -> str | None:
