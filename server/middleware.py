@@ -145,8 +145,13 @@ class SambayMiddleware:
                 self._configure(scope)
                 _mark_deliberate_shutdown(self._engine(scope))
                 self.monitor = asyncio.ensure_future(self._watch_engine(scope))
-            elif message["type"] == "lifespan.shutdown" and self.monitor is not None:
-                self.monitor.cancel()
+            elif message["type"] == "lifespan.shutdown":
+                # vLLM's error handler stops the server itself the moment a request meets the dead
+                # engine, which can be before the next poll below: judge once more on the way out.
+                if _engine_died(self._engine(scope)):
+                    state["engine_dead"] = True
+                if self.monitor is not None:
+                    self.monitor.cancel()
             return message
 
         await self.app(scope, watched_receive, send)
@@ -158,8 +163,8 @@ class SambayMiddleware:
         while True:
             await asyncio.sleep(0.5)
             engine = self._engine(scope)
-            if engine is None or not getattr(engine, "errored", False) or getattr(engine, "_sambay_stopping", False):
-                continue  # alive, or stopped on purpose (SIGTERM: vLLM shuts the engine down first)
+            if not _engine_died(engine):
+                continue
             state["engine_dead"] = True
             server_log.error("engine died (%r); stopping the server", getattr(engine, "dead_error", None))
             server = getattr(scope["app"].state, "server", None)
@@ -427,6 +432,15 @@ class SambayMiddleware:
         except Exception as exc:  # noqa: BLE001 - any failure is "unhealthy"
             return await _send_json(send, 503, error_body(503, f"engine unhealthy: {type(exc).__name__}"))
         await _send_json(send, 200, {"status": "ok"})
+
+
+def _engine_died(engine) -> bool:
+    """Errored and not stopped on purpose (on SIGTERM vLLM shuts the engine down first)."""
+    return (
+        engine is not None
+        and bool(getattr(engine, "errored", False))
+        and not getattr(engine, "_sambay_stopping", False)
+    )
 
 
 def _mark_deliberate_shutdown(engine) -> None:
