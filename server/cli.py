@@ -1,7 +1,9 @@
-"""``sambay-serve``: vLLM's engine arguments plus server options.
+"""``sambay-serve``: vLLM's own OpenAI server (``vllm serve``'s arguments and run path) plus the
+sambay-serve layer (:mod:`sambay_server.middleware`) and project defaults.
 
-With no ``--model`` it serves a tiny SambaY checkpoint generated on first start, on CPU — the
-project's "run the main job" command.
+With no model it serves a tiny SambaY checkpoint generated on first start, on CPU — the
+project's "run the main job" command. Every ``vllm serve`` flag works; the extra flags are in
+the "sambay-serve" group of ``--help``.
 """
 
 from __future__ import annotations
@@ -11,79 +13,130 @@ import os
 import sys
 from pathlib import Path
 
+from . import vllm_front
+
 DEFAULT_TINY = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vllm-sambay" / "tiny-sambay"
+MIDDLEWARE = "sambay_server.middleware.SambayMiddleware"
+REASONING_PARSER = "phi4_flash"
 
 
 def _given(flag: str, argv: list[str]) -> bool:
-    return any(a == flag or a.startswith(flag + "=") for a in argv)
+    """Whether ``--flag`` is on the command line (vLLM also accepts ``--flag_name`` spellings)."""
+    variants = {flag, flag.replace("-", "_").replace("__", "--")}
+    return any(a.split("=", 1)[0] in variants for a in argv)
+
+
+def build_parser():
+    """vLLM's serve parser with the sambay-serve flags added (one parser: one ``--help``)."""
+    parser = vllm_front.make_arg_parser("sambay-serve: vLLM's OpenAI-compatible server for SambaY, hardened")
+    group = parser.add_argument_group("sambay-serve")
+    group.add_argument(
+        "--max-pending",
+        type=int,
+        default=256,
+        help="requests admitted at once (running + queued + being read); beyond it 429 + Retry-After",
+    )
+    group.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=None,
+        help="largest request body; larger gets 413 before anything parses it "
+        "(default: 1 MiB + 64 bytes per token of max_model_len)",
+    )
+    group.add_argument(
+        "--body-timeout-s", type=float, default=30.0, help="a request body must arrive within this time (else 408)"
+    )
+    group.add_argument(
+        "--header-timeout-s",
+        type=float,
+        default=10.0,
+        help="request headers must arrive within this time (else the connection is closed)",
+    )
+    group.add_argument(
+        "--graceful-shutdown-s", type=float, default=30.0, help="on SIGTERM, in-flight requests get this long to finish"
+    )
+    group.add_argument(
+        "--exit-on-engine-death-s",
+        type=float,
+        default=5.0,
+        help="after the engine dies, the process exits non-zero at the latest this much later",
+    )
+    return parser
 
 
 def parse_args(argv: list[str] | None = None):
-    from vllm import AsyncEngineArgs
-
-    try:
-        from vllm.utils.argparse_utils import FlexibleArgumentParser
-    except ImportError:  # pragma: no cover - older releases
-        from vllm.utils import FlexibleArgumentParser
-
+    """Parse like ``vllm serve`` and apply sambay-serve's defaults (see the README's server section)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = FlexibleArgumentParser(description="OpenAI-compatible server for SambaY on vLLM")
-    server = parser.add_argument_group("server")
-    server.add_argument("--host", default="127.0.0.1")
-    server.add_argument("--port", type=int, default=8000)
-    server.add_argument("--api-key", default=os.environ.get("SAMBAY_API_KEY"),
-                        help="require 'Authorization: Bearer KEY' (env SAMBAY_API_KEY)")
-    server.add_argument("--max-pending", type=int, default=256,
-                        help="requests admitted at once (running + queued); beyond it: 429 with Retry-After")
-    server.add_argument("--allowed-origins", nargs="*", default=[], help="CORS origins (none by default)")
-    server.add_argument("--graceful-shutdown-s", type=float, default=30.0)
-    server.add_argument("--uvicorn-log-level", default="info")
-    parser = AsyncEngineArgs.add_cli_args(parser)
-    cpu = _is_cpu()
-    defaults = {}
-    if not _given("--model", argv):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "model_tag", None):  # `sambay-serve CKPT`, as `vllm serve CKPT`
+        args.model = args.model_tag
+    elif not _given("--model", argv):
         from vllm_sambay.testing.tiny import write_tiny_checkpoint
 
-        defaults["model"] = str(write_tiny_checkpoint(DEFAULT_TINY))
-        defaults["served_model_name"] = ["sambay-tiny"]
-        if not _given("--max-model-len", argv):
-            defaults["max_model_len"] = 2048
-    if cpu:
+        args.model = str(write_tiny_checkpoint(DEFAULT_TINY))
+        if not args.served_model_name:
+            args.served_model_name = ["sambay-tiny"]
+        if args.max_model_len is None:
+            args.max_model_len = 2048
+    if not _given("--host", argv):
+        args.host = "127.0.0.1"  # vLLM listens on every interface by default; we do not
+    if vllm_front.is_cpu():
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         if not _given("--dtype", argv):
-            defaults["dtype"] = "float32"
+            args.dtype = "float32"
         if not any(_given(f, argv) for f in ("--enforce-eager", "--no-enforce-eager", "-cc", "--compilation-config")):
-            defaults["enforce_eager"] = True  # compilation costs minutes on small CPUs for little gain
-    parser.set_defaults(**defaults)
-    return parser.parse_args(argv)
+            args.enforce_eager = True  # compilation costs minutes on small CPUs for little gain
+    if not _given("--reasoning-parser", argv):
+        from vllm_sambay import register_reasoning_parser
+
+        register_reasoning_parser()  # vLLM checks the name before it loads plugins in some releases
+        args.reasoning_parser = REASONING_PARSER
+        if getattr(args, "structured_outputs_config", None) is not None:  # what the app state reads
+            args.structured_outputs_config.reasoning_parser = REASONING_PARSER
+    if not _given("--shutdown-timeout", argv) and hasattr(args, "shutdown_timeout"):
+        args.shutdown_timeout = int(args.graceful_shutdown_s)  # vLLM drains (not aborts) on SIGTERM
+    if not _given("--disable-uvicorn-access-log", argv):
+        args.disable_uvicorn_access_log = True  # our JSON line per request replaces it
+    # The key guards every route but /health and /metrics here; vLLM's own --api-key guards only
+    # /v1, so it is taken over (and VLLM_API_KEY too, which vLLM would otherwise apply as well).
+    keys = args.api_key or [k for k in (os.environ.get("SAMBAY_API_KEY"), os.environ.pop("VLLM_API_KEY", None)) if k]
+    args.sambay_api_keys, args.api_key = [k for k in keys if k], None
+    if args.max_request_bytes is None:
+        args.max_request_bytes = (1 << 20) + 64 * (args.max_model_len or 131072)
+    if MIDDLEWARE not in args.middleware:
+        args.middleware = [*args.middleware, MIDDLEWARE]
+    return args
 
 
-def _is_cpu() -> bool:
-    from vllm.platforms import current_platform
-
-    return current_platform.is_cpu()
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access = logging.getLogger("sambay_server.access")
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False
+    own = logging.getLogger("sambay_server")
+    own.setLevel(level.upper())
+    if not own.handlers:
+        fmt = logging.StreamHandler(sys.stderr)
+        fmt.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        own.addHandler(fmt)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGTERM (exit 0) or until the engine dies (exit non-zero, so it gets restarted)."""
+    vllm_front.cli_env_setup()
     args = parse_args(argv)
-    logging.basicConfig(level=args.uvicorn_log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    import uvicorn
-    from vllm import AsyncEngineArgs, AsyncLLMEngine
+    _setup_logging(args.uvicorn_log_level)
+    vllm_front.validate(args)
+    from . import http, middleware
 
-    from .app import Settings, build_app
-
-    engine_args = AsyncEngineArgs.from_cli_args(args)
-    engine = AsyncLLMEngine.from_engine_args(engine_args)
-    names = args.served_model_name or [args.model]
-    max_len = engine.vllm_config.model_config.max_model_len
-    app = build_app(engine, Settings(model_name=names[0], max_model_len=max_len, api_key=args.api_key,
-                                     max_pending=args.max_pending, cors_origins=args.allowed_origins))
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.uvicorn_log_level,
-                            timeout_graceful_shutdown=args.graceful_shutdown_s, access_log=False)
-    try:
-        uvicorn.Server(config).run()
-    finally:
-        engine.shutdown()
+    http.TimedHttpProtocol.header_timeout_s = args.header_timeout_s
+    vllm_front.run(args, http=http.TimedHttpProtocol, timeout_graceful_shutdown=int(args.graceful_shutdown_s))
+    if middleware.state["engine_dead"]:
+        logging.getLogger("sambay_server").error("exiting with %d: the engine died", middleware.ENGINE_DEAD_EXIT_CODE)
+        return middleware.ENGINE_DEAD_EXIT_CODE
     return 0
 
 

@@ -1,44 +1,19 @@
-"""OpenAI-style error bodies: {"error": {"message", "type", "param", "code"}}."""
+"""OpenAI-style error bodies, the same shape vLLM's front end uses: {"error": {message, type, param, code}}."""
 
 from __future__ import annotations
 
-from fastapi import Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-          413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error",
-          503: "service_unavailable"}
+from http import HTTPStatus
 
 
-class APIError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, headers: dict | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.headers = status, message, param, headers
+def error_body(status: int, message: str, param: str | None = None) -> dict:
+    """The body of an error answered by sambay-serve's own layer (auth, admission, limits).
 
-
-def error_response(status: int, message: str, param: str | None = None, headers: dict | None = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": _TYPES.get(status, "server_error"), "param": param,
-                      "code": status}}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-def install(app) -> None:
-    @app.exception_handler(APIError)
-    async def _api_error(_: Request, exc: APIError):
-        return error_response(exc.status, exc.message, exc.param, exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError):
-        errs = exc.errors()
-        first = errs[0] if errs else {}
-        loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        if first.get("type") == "json_invalid":
-            return error_response(400, f"malformed JSON body: {first.get('msg', '')}")
-        msg = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg')}" for e in errs)
-        return error_response(422, msg or "invalid request", loc or None)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException):
-        return error_response(exc.status_code, str(exc.detail))
+    ``type`` is the HTTP phrase in vLLM's style ("BadRequestError" for 400, …) so that clients see
+    one error shape whether vLLM or this layer refused the request. 429 keeps the type clients of
+    the earlier sambay-serve (and OpenAI's SDK docs) match on, ``rate_limit_error``.
+    """
+    if status == 429:
+        return {"error": {"message": message, "type": "rate_limit_error", "param": param, "code": status}}
+    phrase = HTTPStatus(status).phrase.replace(" ", "").replace("-", "")
+    kind = "BadRequestError" if status == 400 else f"{phrase}Error" if not phrase.endswith("Error") else phrase
+    return {"error": {"message": message, "type": kind, "param": param, "code": status}}

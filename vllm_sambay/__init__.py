@@ -13,6 +13,7 @@ __all__ = ["Phi4FlashConfig", "register", "register_config"]
 __version__ = "0.1.0"
 
 MODEL_CLASS = "vllm_sambay.model:Phi4FlashForCausalLM"
+REASONING_PARSER = ("phi4_flash", "vllm_sambay.reasoning", "Phi4FlashReasoningParser")
 
 
 def register_config() -> None:
@@ -34,6 +35,22 @@ def register() -> None:
     register_engine_config_hook()
     if ARCHITECTURE not in ModelRegistry.get_supported_archs():
         ModelRegistry.register_model(ARCHITECTURE, MODEL_CLASS)
+    register_reasoning_parser()
+
+
+def register_reasoning_parser() -> None:
+    """``--reasoning-parser phi4_flash`` for ``vllm serve`` and sambay-serve, imported only when chosen."""
+    from vllm.reasoning import ReasoningParserManager
+
+    name, module, cls = REASONING_PARSER
+    lazy = getattr(ReasoningParserManager, "register_lazy_module", None)
+    if lazy is not None:
+        lazy(name=name, module_path=module, class_name=cls)
+    elif name not in ReasoningParserManager.reasoning_parsers:  # pragma: no cover - releases without lazy loading
+        import importlib
+
+        parser = getattr(importlib.import_module(module), cls)
+        ReasoningParserManager.register_module(name=name, module=parser)
 
 
 register_config()

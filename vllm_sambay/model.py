@@ -271,6 +271,7 @@ class Phi4FlashForCausalLM(nn.Module, HasInnerState, IsHybrid):
 
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
         super().__init__()
+        compat.install_cpu_seed_rewind()  # built in the worker process, where the runner lives
         config = vllm_config.model_config.hf_config
         if not isinstance(config, Phi4FlashConfig):
             # The engine-config hook (vllm_sambay/engine_config.py) converts every config while

@@ -61,24 +61,27 @@ class _ReplicaHeader:
                   health_check_timeout_s=30, graceful_shutdown_timeout_s=60)
 @serve.ingress()
 class SambayReplica:
-    """One replica = one ``AsyncLLM`` engine + the ``sambay-serve`` FastAPI app over it."""
+    """One replica = one ``AsyncLLM`` engine + the ``sambay-serve`` app (vLLM's app + our middleware) over it."""
 
-    def __init__(self, argv: list[str]) -> None:
+    async def __init__(self, argv: list[str]) -> None:
         from vllm import AsyncEngineArgs, AsyncLLMEngine
 
-        from sambay_server.app import Settings, build_app
+        from sambay_server.app import build_app
         from sambay_server.cli import parse_args
 
         args = parse_args(list(argv))
+        args.exit_on_engine_death_s = None  # Ray restarts a replica whose check_health fails
         self.engine = AsyncLLMEngine.from_engine_args(AsyncEngineArgs.from_cli_args(args))
-        names = args.served_model_name or [args.model]
-        settings = Settings(model_name=names[0], max_model_len=self.engine.vllm_config.model_config.max_model_len,
-                            api_key=args.api_key, max_pending=args.max_pending, cors_origins=args.allowed_origins)
-        # build_app's lifespan shuts the engine down; Ray Serve runs that lifespan when the
-        # replica stops, so no engine process outlives its replica.
-        self.server_app = build_app(self.engine, settings)
+        # vLLM's own app (every route of `vllm serve`) with the sambay-serve middleware.
+        self.server_app = await build_app(args, self.engine)
         replica = serve.get_replica_context().replica_id.unique_id
         self.replica = f"{replica}/pid-{os.getpid()}"
+
+    def __del__(self) -> None:
+        # Ray Serve calls this when the replica stops: no engine process outlives its replica.
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.shutdown()
 
     def __serve_build_asgi_app__(self):
         return _ReplicaHeader(self.server_app, self.replica)

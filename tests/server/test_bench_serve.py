@@ -28,15 +28,40 @@ print("RESULT completed=%d failed=%d" % (result["completed"], result.get("failed
 
 def test_vllm_bench_serve_openai_chat_random(server, tiny_checkpoint, tmp_path):
     args = [
-        "--backend", "openai-chat", "--endpoint", "/v1/chat/completions", "--base-url", server["base"],
-        "--model", "sambay-tiny", "--tokenizer", str(tiny_checkpoint), "--dataset-name", "random",
-        "--random-input-len", "48", "--random-output-len", "16", "--num-prompts", "24",
-        "--max-concurrency", "8", "--ignore-eos", "--seed", "0", "--disable-tqdm",
-        "--save-result", "--result-dir", str(tmp_path),
+        "--backend",
+        "openai-chat",
+        "--endpoint",
+        "/v1/chat/completions",
+        "--base-url",
+        server["base"],
+        "--model",
+        "sambay-tiny",
+        "--tokenizer",
+        str(tiny_checkpoint),
+        "--dataset-name",
+        "random",
+        "--random-input-len",
+        "48",
+        "--random-output-len",
+        "16",
+        "--num-prompts",
+        "24",
+        "--max-concurrency",
+        "8",
+        "--ignore-eos",
+        "--seed",
+        "0",
+        "--disable-tqdm",
+        "--save-result",
+        "--result-dir",
+        str(tmp_path),
     ]
     env = {**os.environ, "OPENAI_API_KEY": server.get("api_key", "sk-test-sambay")}
     out = subprocess.run([sys.executable, "-c", BENCH, *args], capture_output=True, text=True, timeout=600, env=env)
-    summary = [line for line in out.stdout.splitlines() if line.startswith(("RESULT", "Successful", "Failed",
-                                                                             "Output token throughput"))]
+    summary = [
+        line
+        for line in out.stdout.splitlines()
+        if line.startswith(("RESULT", "Successful", "Failed", "Output token throughput"))
+    ]
     print("\n".join(summary))
     assert "RESULT completed=24 failed=0" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]

@@ -14,8 +14,13 @@ def test_models(client):
 
 def test_chat_non_streaming_usage_reasoning_fields_logprobs(client):
     r = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "What is 2+3?"}], max_tokens=8, temperature=0,
-        logprobs=True, top_logprobs=3, seed=1,
+        model=MODEL,
+        messages=[{"role": "user", "content": "What is 2+3?"}],
+        max_tokens=8,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
+        seed=1,
     )
     choice = r.choices[0]
     assert r.usage.completion_tokens == len(choice.logprobs.content) >= 1
@@ -29,8 +34,7 @@ def test_chat_non_streaming_usage_reasoning_fields_logprobs(client):
 
 
 def test_chat_streaming_matches_non_streaming(client):
-    kwargs = dict(model=MODEL, messages=[{"role": "user", "content": "Tell me a story."}], max_tokens=12,
-                  temperature=0)
+    kwargs = dict(model=MODEL, messages=[{"role": "user", "content": "Tell me a story."}], max_tokens=12, temperature=0)
     full = client.chat.completions.create(**kwargs)
     chunks = list(client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True}))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -40,12 +44,14 @@ def test_chat_streaming_matches_non_streaming(client):
 
 
 def test_completions_n_stop_seed_and_logprobs(client):
-    r = client.completions.create(model=MODEL, prompt="The river ran", max_tokens=10, n=2, temperature=0.8,
-                                  seed=7, logprobs=2)
+    r = client.completions.create(
+        model=MODEL, prompt="The river ran", max_tokens=10, n=2, temperature=0.8, seed=7, logprobs=2
+    )
     assert len(r.choices) == 2 and {c.index for c in r.choices} == {0, 1}
     assert all(len(c.logprobs.token_logprobs) == len(c.logprobs.tokens) for c in r.choices)
-    again = client.completions.create(model=MODEL, prompt="The river ran", max_tokens=10, n=2, temperature=0.8,
-                                      seed=7, logprobs=2)
+    again = client.completions.create(
+        model=MODEL, prompt="The river ran", max_tokens=10, n=2, temperature=0.8, seed=7, logprobs=2
+    )
     assert [c.text for c in again.choices] == [c.text for c in r.choices]  # seeded sampling is reproducible
     greedy = client.completions.create(model=MODEL, prompt="The river ran", max_tokens=10, temperature=0)
     first = greedy.choices[0].text
@@ -56,19 +62,22 @@ def test_completions_n_stop_seed_and_logprobs(client):
 
 
 def test_benchmark_extensions_ignore_eos_and_min_tokens(client):
-    r = client.completions.create(model=MODEL, prompt="Hi", max_tokens=40, temperature=0,
-                                  extra_body={"ignore_eos": True, "min_tokens": 40})
+    r = client.completions.create(
+        model=MODEL, prompt="Hi", max_tokens=40, temperature=0, extra_body={"ignore_eos": True, "min_tokens": 40}
+    )
     assert r.usage.completion_tokens == 40
-    r = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}],
-                                       max_completion_tokens=5, temperature=0)
+    r = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_completion_tokens=5, temperature=0
+    )
     assert r.usage.completion_tokens <= 5
 
 
 def test_completion_streaming(client):
-    chunks = list(client.completions.create(model=MODEL, prompt="Once upon", max_tokens=6, temperature=0,
-                                            stream=True))
-    assert "".join(c.choices[0].text for c in chunks) == client.completions.create(
-        model=MODEL, prompt="Once upon", max_tokens=6, temperature=0).choices[0].text
+    chunks = list(client.completions.create(model=MODEL, prompt="Once upon", max_tokens=6, temperature=0, stream=True))
+    assert (
+        "".join(c.choices[0].text for c in chunks)
+        == client.completions.create(model=MODEL, prompt="Once upon", max_tokens=6, temperature=0).choices[0].text
+    )
 
 
 def test_stream_headers_forbid_buffering(server, auth):

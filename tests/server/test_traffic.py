@@ -22,8 +22,14 @@ def metric(base: str, name: str) -> float:
 
 
 async def _stream(client: httpx.AsyncClient, base: str, auth: dict, max_tokens: int) -> tuple[int, int]:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "Count with me."}], "max_tokens": max_tokens,
-            "stream": True, "stream_options": {"include_usage": True}, "ignore_eos": True}
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Count with me."}],
+        "max_tokens": max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "ignore_eos": True,
+    }
     async with client.stream("POST", f"{base}/v1/chat/completions", json=body, headers=auth) as r:
         usage, done = None, False
         async for line in r.aiter_lines():
@@ -83,55 +89,127 @@ def test_client_disconnect_aborts_the_engine_request(server, auth):
         time.sleep(0.5)
 
 
-def test_health_deep_and_metrics(server):
-    assert httpx.get(f"{server['base']}/health?deep=true", timeout=60).json() == {"status": "ok"}
-    for name in ("vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc",
-                 "sambay_server_requests_total"):
+def test_health_deep_and_metrics(server, auth):
+    # The deep check generates a token: it needs the key (the shallow one does not).
+    assert httpx.get(f"{server['base']}/health?deep=true", timeout=60).status_code == 401
+    assert httpx.get(f"{server['base']}/health?deep=true", headers=auth, timeout=60).json() == {"status": "ok"}
+    assert httpx.get(f"{server['base']}/health", timeout=60).status_code == 200
+    for name in (
+        "vllm:num_requests_waiting",
+        "vllm:num_requests_running",
+        "vllm:kv_cache_usage_perc",
+        "sambay_server_requests_total",
+    ):
         metric(server["base"], name)
 
 
+# Validation errors are 400, as vLLM's front end answers them (the hand-written server used 422).
 BAD = [
     # (method, path, body or raw string, headers, expected status, expected param / message fragment)
     ("POST", "/v1/chat/completions", "{not json", None, 400, "JSON"),
-    ("POST", "/v1/chat/completions", {"model": MODEL}, None, 422, "messages"),
-    ("POST", "/v1/chat/completions", {"model": MODEL, "messages": []}, None, 422, "messages"),
-    ("POST", "/v1/chat/completions", {"model": MODEL, "messages": "hi"}, None, 422, "messages"),
-    ("POST", "/v1/chat/completions", {"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]}, None,
-     422, "role"),
-    ("POST", "/v1/chat/completions", {"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}, None,
-     404, "model"),
-    ("POST", "/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "x"}],
-                                      "max_tokens": 0}, None, 422, "max_tokens"),
-    ("POST", "/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "x"}],
-                                      "max_tokens": "ten"}, None, 422, "max_tokens"),
-    ("POST", "/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "x"}],
-                                      "temperature": -1}, None, 422, "temperature"),
-    ("POST", "/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "x"}],
-                                      "top_p": 0}, None, 422, "top_p"),
-    ("POST", "/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "x"}],
-                                      "n": 0}, None, 422, "n"),
-    ("POST", "/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "x"}],
-                                      "top_logprobs": 3}, None, 422, "logprobs"),
-    ("POST", "/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "x"}],
-                                      "max_tokens": 100000}, None, 400, "max_tokens"),
+    ("POST", "/v1/chat/completions", {"model": MODEL}, None, 400, "messages"),
+    ("POST", "/v1/chat/completions", {"model": MODEL, "messages": []}, None, 400, "messages"),
+    ("POST", "/v1/chat/completions", {"model": MODEL, "messages": "hi"}, None, 400, "messages"),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]},
+        None,
+        400,
+        "role",
+    ),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]},
+        None,
+        404,
+        "model",
+    ),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
+        None,
+        400,
+        "max_tokens",
+    ),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": "ten"},
+        None,
+        400,
+        "max_tokens",
+    ),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "temperature": -1},
+        None,
+        400,
+        "temperature",
+    ),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "top_p": 0},
+        None,
+        400,
+        "top_p",
+    ),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 0},
+        None,
+        400,
+        "n",
+    ),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "top_logprobs": 3},
+        None,
+        400,
+        "logprobs",
+    ),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 100000},
+        None,
+        400,
+        "max_tokens",
+    ),
     ("POST", "/v1/completions", {"model": MODEL, "prompt": "word " * 600}, None, 400, "context"),
-    ("POST", "/v1/completions", {"model": MODEL, "prompt": ""}, None, 422, "prompt"),
+    ("POST", "/v1/completions", {"model": MODEL, "prompt": ""}, None, 400, "prompt"),
     ("POST", "/v1/completions", {"model": MODEL, "prompt": [10**9]}, None, 400, "vocabulary"),
-    ("POST", "/v1/completions", {"model": MODEL, "prompt": "x", "min_tokens": 9, "max_tokens": 3}, None, 400,
-     "min_tokens"),
-    ("POST", "/v1/completions", {"model": MODEL, "prompt": "x", "stop": 5}, None, 422, "stop"),
+    (
+        "POST",
+        "/v1/completions",
+        {"model": MODEL, "prompt": "x", "min_tokens": 9, "max_tokens": 3},
+        None,
+        400,
+        "min_tokens",
+    ),
+    ("POST", "/v1/completions", {"model": MODEL, "prompt": "x", "stop": 5}, None, 400, "stop"),
     ("POST", "/v1/completions", {"model": MODEL, "prompt": "x"}, {"Authorization": "Bearer wrong"}, 401, "API key"),
     ("GET", "/v1/models", None, {}, 401, "API key"),
     ("GET", "/v1/nope", None, None, 404, "Not Found"),
 ]
 
 
-@pytest.mark.parametrize("method,path,body,headers,status,fragment", BAD,
-                         ids=[f"{i}-{b[4]}" for i, b in enumerate(BAD)])
+@pytest.mark.parametrize(
+    "method,path,body,headers,status,fragment", BAD, ids=[f"{i}-{b[4]}" for i, b in enumerate(BAD)]
+)
 def test_bad_input_gets_an_openai_error(server, auth, method, path, body, headers, status, fragment):
     hdrs = auth if headers is None else headers
-    kwargs = {"content": body, "headers": {**hdrs, "Content-Type": "application/json"}} if isinstance(body, str) \
+    kwargs = (
+        {"content": body, "headers": {**hdrs, "Content-Type": "application/json"}}
+        if isinstance(body, str)
         else {"json": body, "headers": hdrs}
+    )
     r = httpx.request(method, f"{server['base']}{path}", timeout=60, **kwargs)
     assert r.status_code == status, r.text
     err = r.json()["error"]
