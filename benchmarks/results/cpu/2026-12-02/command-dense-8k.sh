@@ -1,1 +1,3 @@
 cd /work/wt15 && VLLM_CPU_KVCACHE_SPACE=2 PYTHONPATH=/work/wt15 /work/main/.venv/bin/python -m vllm_sambay.bench.cli run --size full --dtype bfloat16 --models dense --modes decode --batches 1 --contexts 8192 --decode-steps 8 --decode-warmup-steps 2 --max-model-len 9216 --time-budget-s 1000 --out benchmarks/results/cpu/2026-12-02/e2e-full-bf16-dense-8k
+# As run, before the bench moved out of the plugin; the same run with the current layout:
+# VLLM_CPU_KVCACHE_SPACE=2 sambay-bench run --size full --dtype bfloat16 --models dense --modes decode --batches 1 --contexts 8192 --decode-steps 8 --decode-warmup-steps 2 --max-model-len 9216 --time-budget-s 1000 --out benchmarks/results/cpu/2026-12-02/e2e-full-bf16-dense-8k
