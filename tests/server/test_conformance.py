@@ -173,19 +173,33 @@ def test_same_as_stock_vllm(results, name):
 
 
 def _by_choice(events: list) -> dict:
-    """A stream as {choice index: its deltas in order, "usage": the usage chunks, "rest": the envelope}."""
-    out: dict = {"usage": [], "rest": []}
+    """A stream reduced to what does not depend on timing: vLLM merges the deltas a slow reader has
+    not taken yet into one chunk, so chunk boundaries differ between two runs. Per choice: the joined
+    text, the concatenated logprobs and token ids, the last finish reason, the delta keys seen; the
+    final usage; the envelope keys; that every chunk carried usage when asked for it."""
+    out: dict = {"rest": set(), "usage": None, "usage_in_every_chunk": True}
     for event in events:
         if not isinstance(event, dict):
-            out["rest"].append(event)
+            out["rest"].add(str(event))
             continue
         event = _norm(event)
-        for choice in event.pop("choices", []):
-            out.setdefault(choice["index"], []).append(choice)
-        if "usage" in event:
-            out["usage"].append(event.pop("usage"))
-        out["rest"].append(sorted(event))
-    out["rest"] = sorted(map(str, out["rest"]))
+        choices = event.pop("choices", [])
+        usage = event.pop("usage", None)
+        out["usage"] = usage if usage is not None else out["usage"]
+        out["usage_in_every_chunk"] &= usage is not None
+        out["rest"].add(str(sorted(event)))
+        for choice in choices:
+            agg = out.setdefault(
+                choice["index"], {"text": "", "logprobs": [], "token_ids": [], "finish": None, "keys": set()}
+            )
+            delta = choice.get("delta") or {}
+            agg["text"] += (delta.get("content") or "") + (choice.get("text") or "")
+            agg["keys"] |= set(delta) | set(choice)
+            lp = choice.get("logprobs")
+            if isinstance(lp, dict):
+                agg["logprobs"] += lp.get("content") or lp.get("tokens") or []
+            agg["token_ids"] += choice.get("token_ids") or []
+            agg["finish"] = choice.get("finish_reason") or agg["finish"]
     return out
 
 
