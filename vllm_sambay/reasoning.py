@@ -57,8 +57,8 @@ class Phi4FlashReasoningParser(BaseThinkingReasoningParser):
 
     @staticmethod
     def _delta(**fields):
-        try:  # vLLM >= 0.30 layout
+        try:  # 0.32, 0.33
             from vllm.entrypoints.generate.base.protocol import DeltaMessage
-        except ImportError:  # pragma: no cover - 0.26 .. 0.29
-            from vllm.entrypoints.openai.protocol import DeltaMessage
+        except ImportError:  # pragma: no cover - 0.26 (read in its wheel)
+            from vllm.entrypoints.openai.engine.protocol import DeltaMessage
         return DeltaMessage(**fields)
