@@ -67,16 +67,25 @@ def measure(B: int, L: int, hbm_tbps: float) -> dict:
         [torch.cat([q1.view(B, KV // 2, group, D), z], -1), torch.cat([z, q2.view(B, KV // 2, group, D)], -1)],
         dim=2,
     ).reshape(B, H, 2 * D)
-    common = dict(max_seqlen_q=1, cu_seqlens_q=cu_q, max_seqlen_k=L, seqused_k=seqused,
-                  block_table=block_table, causal=True, softmax_scale=D**-0.5)
+    common = dict(
+        max_seqlen_q=1,
+        cu_seqlens_q=cu_q,
+        max_seqlen_k=L,
+        seqused_k=seqused,
+        block_table=block_table,
+        causal=True,
+        softmax_scale=D**-0.5,
+    )
 
     def packed():
         return flash_attn_varlen_func(q_packed, k_packed, v_packed, **common)
 
     def four_calls():
         return (
-            flash_attn_varlen_func(q1, k1, v1, **common), flash_attn_varlen_func(q1, k1, v2, **common),
-            flash_attn_varlen_func(q2, k2, v1, **common), flash_attn_varlen_func(q2, k2, v2, **common),
+            flash_attn_varlen_func(q1, k1, v1, **common),
+            flash_attn_varlen_func(q1, k1, v2, **common),
+            flash_attn_varlen_func(q2, k2, v1, **common),
+            flash_attn_varlen_func(q2, k2, v2, **common),
         )
 
     lam = torch.tensor(0.3, device=dev)
@@ -94,8 +103,17 @@ def measure(B: int, L: int, hbm_tbps: float) -> dict:
 
     def fused():
         return diff_attention_decode(
-            q.view(B, H * D), k_packed, v_packed, block_table, seqused, L, num_heads=H, lambda_full=lam,
-            lambda_init=lambda_init, subln_weight=subln_w, scale=D**-0.5,
+            q.view(B, H * D),
+            k_packed,
+            v_packed,
+            block_table,
+            seqused,
+            L,
+            num_heads=H,
+            lambda_full=lam,
+            lambda_init=lambda_init,
+            subln_weight=subln_w,
+            scale=D**-0.5,
         )
 
     row: dict = {"batch": B, "context": L}
@@ -149,8 +167,12 @@ def main() -> int:
 
     result = {
         "what": "decode differential attention per layer, bf16, 40q/20kv heads, head_dim 64, paged (block 64)",
-        "gpu": torch.cuda.get_device_name(), "vllm": vllm.__version__, "torch": torch.__version__,
-        "hbm_tbps": args.hbm_tbps, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows,
+        "gpu": torch.cuda.get_device_name(),
+        "vllm": vllm.__version__,
+        "torch": torch.__version__,
+        "hbm_tbps": args.hbm_tbps,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "rows": rows,
     }
     (args.out / "diff_attention_micro.json").write_text(json.dumps(result, indent=2))
     plot(rows, args.out / "diff_attention_micro.png")

@@ -37,11 +37,31 @@ TARGET_PROGRAMS = 264
 
 @triton.jit
 def _split_kernel(
-    q_ptr, k_ptr, v_ptr, block_table_ptr, seq_lens_ptr,
-    m_ptr, l_ptr, acc_ptr,
-    stride_qb, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh, stride_bt,
-    scale, window, chunk, block_size, num_splits,
-    GS: tl.constexpr, GS_PAD: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    block_table_ptr,
+    seq_lens_ptr,
+    m_ptr,
+    l_ptr,
+    acc_ptr,
+    stride_qb,
+    stride_kb,
+    stride_ks,
+    stride_kh,
+    stride_vb,
+    stride_vs,
+    stride_vh,
+    stride_bt,
+    scale,
+    window,
+    chunk,
+    block_size,
+    num_splits,
+    GS: tl.constexpr,
+    GS_PAD: tl.constexpr,
+    D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
     b = tl.program_id(0)
     g = tl.program_id(1)
@@ -109,9 +129,19 @@ def _split_kernel(
 
 @triton.jit
 def _merge_kernel(
-    m_ptr, l_ptr, acc_ptr, lambda_ptr, weight_ptr, out_ptr,
-    stride_ob, lambda_init, eps, num_splits,
-    GS: tl.constexpr, GS_PAD: tl.constexpr, D: tl.constexpr,
+    m_ptr,
+    l_ptr,
+    acc_ptr,
+    lambda_ptr,
+    weight_ptr,
+    out_ptr,
+    stride_ob,
+    lambda_init,
+    eps,
+    num_splits,
+    GS: tl.constexpr,
+    GS_PAD: tl.constexpr,
+    D: tl.constexpr,
 ):
     b = tl.program_id(0)
     g = tl.program_id(1)
@@ -196,16 +226,46 @@ def diff_attention_decode(
     lse = torch.empty_like(m)
     acc = torch.empty(batch, groups, splits, 2, gs_pad, 2 * d, **f32)
     _split_kernel[(batch, groups, splits)](
-        q, k_cache, v_cache, block_table, seq_lens, m, lse, acc,
-        q.stride(0), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), block_table.stride(0),
-        scale, window or 0, chunk, block_size, splits,
-        GS=group_size, GS_PAD=gs_pad, D=d, BLOCK_N=BLOCK_N,
+        q,
+        k_cache,
+        v_cache,
+        block_table,
+        seq_lens,
+        m,
+        lse,
+        acc,
+        q.stride(0),
+        k_cache.stride(0),
+        k_cache.stride(1),
+        k_cache.stride(2),
+        v_cache.stride(0),
+        v_cache.stride(1),
+        v_cache.stride(2),
+        block_table.stride(0),
+        scale,
+        window or 0,
+        chunk,
+        block_size,
+        splits,
+        GS=group_size,
+        GS_PAD=gs_pad,
+        D=d,
+        BLOCK_N=BLOCK_N,
     )
     out = torch.empty(batch, num_heads * d, device=q.device, dtype=q.dtype)
     _merge_kernel[(batch, groups)](
-        m, lse, acc, lambda_full.reshape(1), subln_weight, out,
-        out.stride(0), lambda_init, SUBLN_EPS, splits,
-        GS=group_size, GS_PAD=gs_pad, D=d,
+        m,
+        lse,
+        acc,
+        lambda_full.reshape(1),
+        subln_weight,
+        out,
+        out.stride(0),
+        lambda_init,
+        SUBLN_EPS,
+        splits,
+        GS=group_size,
+        GS_PAD=gs_pad,
+        D=d,
     )
     return out

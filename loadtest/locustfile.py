@@ -46,42 +46,115 @@ _STAMP = time.strftime("%Y%m%d-%H%M%S")
 def add_arguments(parser) -> None:
     # On the parser itself: only its add_argument knows Locust's web-UI options (is_secret).
     g = parser
-    g.add_argument("--api-key", env_var="LOADTEST_API_KEY", default=os.environ.get("OPENAI_API_KEY", ""),
-                   is_secret=True, help="sent as 'Authorization: Bearer KEY' (default: $OPENAI_API_KEY)")
-    g.add_argument("--model", env_var="LOADTEST_MODEL", default="",
-                   help="model name to request (default: the first one GET /v1/models lists)")
-    g.add_argument("--endpoint", env_var="LOADTEST_ENDPOINT", default="/v1/chat/completions",
-                   help="chat completions path under --host; /v1/models is looked up beside it")
-    g.add_argument("--workload", env_var="LOADTEST_WORKLOAD", choices=sorted(PRESETS), default=None,
-                   help="named shape; explicit length/jitter/ignore-eos options override it. "
-                        "paper = 2048-token prompts, 32768 generated, +-30%%, ignore_eos")
-    g.add_argument("--prompt-tokens", env_var="LOADTEST_PROMPT_TOKENS", type=int, default=None,
-                   help=f"prompt length, estimated as words (default {Workload.prompt_tokens})")
-    g.add_argument("--output-tokens", env_var="LOADTEST_OUTPUT_TOKENS", type=int, default=None,
-                   help=f"max_tokens per request (default {Workload.output_tokens})")
-    g.add_argument("--prompt-jitter", env_var="LOADTEST_PROMPT_JITTER", type=float, default=None,
-                   help="std of the prompt length as a fraction of its mean (Gaussian, as the paper; default 0)")
-    g.add_argument("--output-jitter", env_var="LOADTEST_OUTPUT_JITTER", type=float, default=None,
-                   help="std of max_tokens as a fraction of its mean (Gaussian, as the paper; default 0)")
-    g.add_argument("--ignore-eos", env_var="LOADTEST_IGNORE_EOS", action=argparse.BooleanOptionalAction,
-                   default=None, help="send ignore_eos (vLLM extension) so every request decodes max_tokens")
+    g.add_argument(
+        "--api-key",
+        env_var="LOADTEST_API_KEY",
+        default=os.environ.get("OPENAI_API_KEY", ""),
+        is_secret=True,
+        help="sent as 'Authorization: Bearer KEY' (default: $OPENAI_API_KEY)",
+    )
+    g.add_argument(
+        "--model",
+        env_var="LOADTEST_MODEL",
+        default="",
+        help="model name to request (default: the first one GET /v1/models lists)",
+    )
+    g.add_argument(
+        "--endpoint",
+        env_var="LOADTEST_ENDPOINT",
+        default="/v1/chat/completions",
+        help="chat completions path under --host; /v1/models is looked up beside it",
+    )
+    g.add_argument(
+        "--workload",
+        env_var="LOADTEST_WORKLOAD",
+        choices=sorted(PRESETS),
+        default=None,
+        help="named shape; explicit length/jitter/ignore-eos options override it. "
+        "paper = 2048-token prompts, 32768 generated, +-30%%, ignore_eos",
+    )
+    g.add_argument(
+        "--prompt-tokens",
+        env_var="LOADTEST_PROMPT_TOKENS",
+        type=int,
+        default=None,
+        help=f"prompt length, estimated as words (default {Workload.prompt_tokens})",
+    )
+    g.add_argument(
+        "--output-tokens",
+        env_var="LOADTEST_OUTPUT_TOKENS",
+        type=int,
+        default=None,
+        help=f"max_tokens per request (default {Workload.output_tokens})",
+    )
+    g.add_argument(
+        "--prompt-jitter",
+        env_var="LOADTEST_PROMPT_JITTER",
+        type=float,
+        default=None,
+        help="std of the prompt length as a fraction of its mean (Gaussian, as the paper; default 0)",
+    )
+    g.add_argument(
+        "--output-jitter",
+        env_var="LOADTEST_OUTPUT_JITTER",
+        type=float,
+        default=None,
+        help="std of max_tokens as a fraction of its mean (Gaussian, as the paper; default 0)",
+    )
+    g.add_argument(
+        "--ignore-eos",
+        env_var="LOADTEST_IGNORE_EOS",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="send ignore_eos (vLLM extension) so every request decodes max_tokens",
+    )
     g.add_argument("--temperature", env_var="LOADTEST_TEMPERATURE", type=float, default=None)
-    g.add_argument("--prompts-file", env_var="LOADTEST_PROMPTS_FILE", default=None,
-                   help='JSONL of {"prompt": ...} or {"messages": [...]} (+ optional "max_tokens") '
-                        "instead of generated prompts")
-    g.add_argument("--extra-body", env_var="LOADTEST_EXTRA_BODY", default="",
-                   help="JSON object merged into every request body, e.g. '{\"top_p\": 0.95}'")
-    g.add_argument("--think-time", env_var="LOADTEST_THINK_TIME", type=float, default=0.0,
-                   help="seconds a user waits between requests (default 0: closed loop)")
-    g.add_argument("--think-jitter", env_var="LOADTEST_THINK_JITTER", type=float, default=0.0,
-                   help="+-fraction of uniform jitter on --think-time")
-    g.add_argument("--request-timeout", env_var="LOADTEST_REQUEST_TIMEOUT", type=float, default=600.0,
-                   help="seconds of silence on a connection before the request fails")
-    g.add_argument("--run-dir", env_var="LOADTEST_RUN_DIR", default=None,
-                   help="where requests-<pid>.jsonl go (default: the --csv prefix's directory, "
-                        "else loadtest-runs/<time>)")
-    g.add_argument("--seed", env_var="LOADTEST_SEED", type=int, default=None,
-                   help="reproducible prompts (each user still gets its own stream)")
+    g.add_argument(
+        "--prompts-file",
+        env_var="LOADTEST_PROMPTS_FILE",
+        default=None,
+        help='JSONL of {"prompt": ...} or {"messages": [...]} (+ optional "max_tokens") instead of generated prompts',
+    )
+    g.add_argument(
+        "--extra-body",
+        env_var="LOADTEST_EXTRA_BODY",
+        default="",
+        help="JSON object merged into every request body, e.g. '{\"top_p\": 0.95}'",
+    )
+    g.add_argument(
+        "--think-time",
+        env_var="LOADTEST_THINK_TIME",
+        type=float,
+        default=0.0,
+        help="seconds a user waits between requests (default 0: closed loop)",
+    )
+    g.add_argument(
+        "--think-jitter",
+        env_var="LOADTEST_THINK_JITTER",
+        type=float,
+        default=0.0,
+        help="+-fraction of uniform jitter on --think-time",
+    )
+    g.add_argument(
+        "--request-timeout",
+        env_var="LOADTEST_REQUEST_TIMEOUT",
+        type=float,
+        default=600.0,
+        help="seconds of silence on a connection before the request fails",
+    )
+    g.add_argument(
+        "--run-dir",
+        env_var="LOADTEST_RUN_DIR",
+        default=None,
+        help="where requests-<pid>.jsonl go (default: the --csv prefix's directory, else loadtest-runs/<time>)",
+    )
+    g.add_argument(
+        "--seed",
+        env_var="LOADTEST_SEED",
+        type=int,
+        default=None,
+        help="reproducible prompts (each user still gets its own stream)",
+    )
 
 
 @dataclass(frozen=True)
@@ -113,10 +186,14 @@ def load_settings(opts) -> Settings:
     endpoint = "/" + (_opt(opts, "endpoint") or "/v1/chat/completions").lstrip("/")
     extra = _opt(opts, "extra_body")
     wl = resolve(
-        _opt(opts, "workload"), prompt_tokens=_opt(opts, "prompt_tokens", int),
-        output_tokens=_opt(opts, "output_tokens", int), prompt_jitter=_opt(opts, "prompt_jitter", float),
-        output_jitter=_opt(opts, "output_jitter", float), ignore_eos=_opt(opts, "ignore_eos", bool),
-        temperature=_opt(opts, "temperature", float), prompts_file=_opt(opts, "prompts_file"),
+        _opt(opts, "workload"),
+        prompt_tokens=_opt(opts, "prompt_tokens", int),
+        output_tokens=_opt(opts, "output_tokens", int),
+        prompt_jitter=_opt(opts, "prompt_jitter", float),
+        output_jitter=_opt(opts, "output_jitter", float),
+        ignore_eos=_opt(opts, "ignore_eos", bool),
+        temperature=_opt(opts, "temperature", float),
+        prompts_file=_opt(opts, "prompts_file"),
         extra_body=json.loads(extra) if extra else None,
     )
     run_dir = _opt(opts, "run_dir")
@@ -125,10 +202,15 @@ def load_settings(opts) -> Settings:
         run_dir = Path(csv_prefix).parent if csv_prefix else Path("loadtest-runs") / _STAMP
     base = endpoint.rsplit("/chat/completions", 1)[0] if "/chat/completions" in endpoint else "/v1"
     return Settings(
-        endpoint=endpoint, models_path=f"{base}/models", api_key=_opt(opts, "api_key") or "",
-        model=_opt(opts, "model") or "", workload=wl, think_time=_opt(opts, "think_time", float) or 0.0,
+        endpoint=endpoint,
+        models_path=f"{base}/models",
+        api_key=_opt(opts, "api_key") or "",
+        model=_opt(opts, "model") or "",
+        workload=wl,
+        think_time=_opt(opts, "think_time", float) or 0.0,
         think_jitter=_opt(opts, "think_jitter", float) or 0.0,
-        timeout_s=_opt(opts, "request_timeout", float) or 600.0, run_dir=Path(run_dir),
+        timeout_s=_opt(opts, "request_timeout", float) or 600.0,
+        run_dir=Path(run_dir),
         seed=_opt(opts, "seed", int),
     )
 
@@ -170,11 +252,19 @@ def _on_test_start(environment, **_kw) -> None:
     # Workers lose --csv and get the master's custom options with each spawn message (fired after
     # this event), so pinning the resolved directory here puts every worker's file beside the CSVs.
     opts.run_dir = str(s.run_dir.resolve())
-    config = {"host": environment.host, "endpoint": s.endpoint, "model": s.model or None,
-              "workload": s.workload.to_dict(), "users": getattr(opts, "num_users", None),
-              "spawn_rate": getattr(opts, "spawn_rate", None), "run_time": getattr(opts, "run_time", None),
-              "processes": getattr(opts, "processes", None), "think_time": s.think_time,
-              "started": time.time(), "argv": _redacted(sys.argv[1:])}
+    config = {
+        "host": environment.host,
+        "endpoint": s.endpoint,
+        "model": s.model or None,
+        "workload": s.workload.to_dict(),
+        "users": getattr(opts, "num_users", None),
+        "spawn_rate": getattr(opts, "spawn_rate", None),
+        "run_time": getattr(opts, "run_time", None),
+        "processes": getattr(opts, "processes", None),
+        "think_time": s.think_time,
+        "started": time.time(),
+        "argv": _redacted(sys.argv[1:]),
+    }
     (s.run_dir / "loadtest_config.json").write_text(json.dumps(config, indent=1, default=str))
     log.info("loadtest: writing per-request records under %s", s.run_dir)
 
@@ -223,8 +313,13 @@ class ChatUser(User):
                 log.info("loadtest: model %r (from %s)", _Process.model, s.models_path)
             except Exception as exc:
                 self.environment.events.request.fire(
-                    request_type="GET", name=s.models_path, response_time=(time.time() - t0) * 1e3,
-                    response_length=0, exception=LoadtestFailure(f"model lookup failed: {exc}"), context={})
+                    request_type="GET",
+                    name=s.models_path,
+                    response_time=(time.time() - t0) * 1e3,
+                    response_length=0,
+                    exception=LoadtestFailure(f"model lookup failed: {exc}"),
+                    context={},
+                )
                 raise StopUser() from exc
         self.factory = RequestFactory(s.workload, s.model or _Process.model)
 
@@ -240,19 +335,31 @@ class ChatUser(User):
         start = time.time()
         result = self.endpoint.stream(s.endpoint, body)
         self._report(s.endpoint, result, start)
-        _Process.record({"start": start, "pid": os.getpid(), "max_tokens": body["max_tokens"],
-                         "ignore_eos": bool(body.get("ignore_eos")), **result.to_dict()})
+        _Process.record(
+            {
+                "start": start,
+                "pid": os.getpid(),
+                "max_tokens": body["max_tokens"],
+                "ignore_eos": bool(body.get("ignore_eos")),
+                **result.to_dict(),
+            }
+        )
 
     def _report(self, name: str, r: RequestResult, start: float) -> None:
         fire = self.environment.events.request.fire
-        fire(request_type="POST", name=name, response_time=r.e2e_ms if r.e2e_ms is not None else r.total_ms,
-             response_length=r.output_tokens or 0, exception=None if r.ok else LoadtestFailure(r.error),
-             context={}, start_time=start)
+        fire(
+            request_type="POST",
+            name=name,
+            response_time=r.e2e_ms if r.e2e_ms is not None else r.total_ms,
+            response_length=r.output_tokens or 0,
+            exception=None if r.ok else LoadtestFailure(r.error),
+            context={},
+            start_time=start,
+        )
         if not r.ok:
             return
         for kind, value in (("TTFT", r.ttft_ms), ("TFAT", r.tfat_ms), ("TPOT", r.tpot_ms)):
             if value is not None:
-                fire(request_type=kind, name=name, response_time=value, response_length=0, exception=None,
-                     context={})
+                fire(request_type=kind, name=name, response_time=value, response_length=0, exception=None, context={})
         for gap in r.itl_ms:
             fire(request_type="ITL", name=name, response_time=gap, response_length=0, exception=None, context={})

@@ -19,8 +19,14 @@ from typing import Any
 from sambay_client import metrics
 from sambay_client.jsonutil import json_safe
 
-ROWS = (("ttft_ms", "TTFT (ms)"), ("tfat_ms", "time to first answer (ms)"), ("itl_ms", "ITL (ms)"),
-        ("tpot_ms", "TPOT (ms)"), ("e2e_ms", "e2e latency (ms)"), ("output_tps", "output tok/s per request"))
+ROWS = (
+    ("ttft_ms", "TTFT (ms)"),
+    ("tfat_ms", "time to first answer (ms)"),
+    ("itl_ms", "ITL (ms)"),
+    ("tpot_ms", "TPOT (ms)"),
+    ("e2e_ms", "e2e latency (ms)"),
+    ("output_tps", "output tok/s per request"),
+)
 PLOTS = ("latency_over_time.png", "throughput_over_time.png", "ttft_hist.png")
 
 
@@ -56,11 +62,17 @@ def read_locust(run_dir: Path, prefix: str = "locust") -> dict[str, Any]:
     stats = {}
     for row in _read_csv(run_dir / f"{prefix}_stats.csv"):
         key = f"{row['Type']} {row['Name']}".strip() if row.get("Type") else row["Name"]
-        stats[key] = {"requests": int(row["Request Count"]), "failures": int(row["Failure Count"]),
-                      "avg_ms": _num(row["Average Response Time"]), "rps": _num(row["Requests/s"]),
-                      **{f"p{q}_ms": _num(row.get(f"{q}%")) for q in metrics.PERCENTILES}}
-    failures = [{"method": r["Method"], "name": r["Name"], "error": r["Error"], "occurrences": int(r["Occurrences"])}
-                for r in _read_csv(run_dir / f"{prefix}_failures.csv")]
+        stats[key] = {
+            "requests": int(row["Request Count"]),
+            "failures": int(row["Failure Count"]),
+            "avg_ms": _num(row["Average Response Time"]),
+            "rps": _num(row["Requests/s"]),
+            **{f"p{q}_ms": _num(row.get(f"{q}%")) for q in metrics.PERCENTILES},
+        }
+    failures = [
+        {"method": r["Method"], "name": r["Name"], "error": r["Error"], "occurrences": int(r["Occurrences"])}
+        for r in _read_csv(run_dir / f"{prefix}_failures.csv")
+    ]
     users, rps = [], []
     for row in _read_csv(run_dir / f"{prefix}_stats_history.csv"):
         t = _num(row["Timestamp"])
@@ -81,8 +93,10 @@ def table(summary: dict[str, Any], locust: dict[str, Any] | None = None) -> str:
     lines = [f"{'metric':<28}{'n':>8}{'mean':>10}{'p50':>10}{'p90':>10}{'p99':>10}"]
     for key, label in ROWS:
         d = summary.get(key) or {}
-        lines.append(f"{label:<28}{d.get('n', 0):>8}{fmt(d.get('mean'))}"
-                     + "".join(fmt(d.get(f"p{q}")) for q in metrics.PERCENTILES))
+        lines.append(
+            f"{label:<28}{d.get('n', 0):>8}{fmt(d.get('mean'))}"
+            + "".join(fmt(d.get(f"p{q}")) for q in metrics.PERCENTILES)
+        )
     by_status = ", ".join(f"{s}: {n}" for s, n in summary.get("errors_by_status", {}).items()) or "none"
     lines += [
         f"{'requests/s (ok)':<28}{fmt(summary.get('requests_per_s'), 8)}",
@@ -97,13 +111,16 @@ def table(summary: dict[str, Any], locust: dict[str, Any] | None = None) -> str:
         lines.append(f"  {n:>6} x {err}")
     post = next((v for k, v in (locust or {}).get("stats", {}).items() if k.startswith("POST ")), None)
     if post:
-        lines.append(f"Locust CSV: {post['requests']} requests, {post['failures']} failures "
-                     "(requests finishing during --stop-timeout may be missing there)")
+        lines.append(
+            f"Locust CSV: {post['requests']} requests, {post['failures']} failures "
+            "(requests finishing during --stop-timeout may be missing there)"
+        )
     return "\n".join(lines)
 
 
-def plot(run_dir: Path, records: list[dict[str, Any]], locust: dict[str, Any],
-         bin_s: float | None = None) -> list[Path]:
+def plot(
+    run_dir: Path, records: list[dict[str, Any]], locust: dict[str, Any], bin_s: float | None = None
+) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -144,8 +161,13 @@ def plot(run_dir: Path, records: list[dict[str, Any]], locust: dict[str, Any],
     axes[1].plot(tl["t"], tl["requests_per_s"], marker=".", label="completed req/s")
     axes[1].plot(tl["t"], tl["failures_per_s"], marker="x", color="red", label="failed req/s")
     if locust.get("post_rps"):
-        axes[1].plot([t - t0 for t, _ in locust["post_rps"]], [v for _, v in locust["post_rps"]], lw=1,
-                     alpha=0.6, label="Locust req/s (moving)")
+        axes[1].plot(
+            [t - t0 for t, _ in locust["post_rps"]],
+            [v for _, v in locust["post_rps"]],
+            lw=1,
+            alpha=0.6,
+            label="Locust req/s (moving)",
+        )
     axes[1].set_ylabel("requests/s")
     axes[1].legend(loc="upper left", fontsize=8)
     axes[1].set_xlabel(f"seconds since the first request (bins of {tl['bin_s']:g} s)")
@@ -188,8 +210,12 @@ def report(run_dir: Path, warmup_s: float = 0.0, bin_s: float | None = None, plo
     files = [str(p.name) for p in plot(run_dir, kept, locust, bin_s)] if plots else []
     print(f"run {run_dir}: {len(records)} requests from {len(list(run_dir.glob('requests-*.jsonl')))} file(s)")
     print(table(summary, locust))
-    result = {"summary": summary, "locust": {k: v for k, v in locust.items() if k != "post_rps"},
-              "config": config, "plots": files}
+    result = {
+        "summary": summary,
+        "locust": {k: v for k, v in locust.items() if k != "post_rps"},
+        "config": config,
+        "plots": files,
+    }
     (run_dir / "summary.json").write_text(json.dumps(json_safe(result), indent=1))
     return result
 

@@ -26,10 +26,14 @@ class Endpoint:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
         self.prefix = parts.path.rstrip("/")
-        self.client = HTTPClient.from_url(base_url, concurrency=1, connection_timeout=min(timeout_s, 60.0),
-                                          network_timeout=timeout_s)
-        self.headers = {"Content-Type": "application/json", "Accept": "text/event-stream",
-                        "Accept-Encoding": "identity"}  # a compressed SSE body could not be read line by line
+        self.client = HTTPClient.from_url(
+            base_url, concurrency=1, connection_timeout=min(timeout_s, 60.0), network_timeout=timeout_s
+        )
+        self.headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream",
+            "Accept-Encoding": "identity",
+        }  # a compressed SSE body could not be read line by line
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
 
@@ -57,8 +61,12 @@ class Endpoint:
         try:
             resp = self.client.request("POST", self.prefix + path, body=payload, headers=self.headers)
         except Exception as exc:  # refused, reset, timed out: no HTTP status at all
-            return RequestResult(status=0, error=f"connection error: {type(exc).__name__}", detail=str(exc)[:500],
-                                 total_ms=(clock() - start) * 1e3)
+            return RequestResult(
+                status=0,
+                error=f"connection error: {type(exc).__name__}",
+                detail=str(exc)[:500],
+                total_ms=(clock() - start) * 1e3,
+            )
         try:
             if resp.status_code != 200:
                 return http_error(resp.status_code, resp.read(), clock() - start)

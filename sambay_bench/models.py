@@ -23,11 +23,54 @@ SIZES = ("full", "tiny")
 # Phi-4-mini-instruct's config.json (benchmark.md section 8): 32 layers, 24 q / 8 kv heads of 128,
 # partial rotary 0.75 with LongRoPE; tied embeddings over a 200064-token vocabulary.
 PHI4_MINI_LONG_FACTOR = [
-    1, 1.118320672, 1.250641126, 1.398617824, 1.564103225, 1.74916897, 1.956131817, 2.187582649, 2.446418898,
-    2.735880826, 3.059592084, 3.421605075, 3.826451687, 4.279200023, 4.785517845, 5.351743533, 5.984965424,
-    6.693110555, 7.485043894, 8.370679318, 9.36110372, 10.4687158, 11.70738129, 13.09260651, 14.64173252,
-    16.37415215, 18.31155283, 20.47818807, 22.90118105, 25.61086418, 28.64115884, 32.03, 32.1, 32.13, 32.23, 32.6,
-    32.61, 32.64, 32.66, 32.7, 32.71, 32.93, 32.97, 33.28, 33.49, 33.5, 44.16, 47.77,
+    1,
+    1.118320672,
+    1.250641126,
+    1.398617824,
+    1.564103225,
+    1.74916897,
+    1.956131817,
+    2.187582649,
+    2.446418898,
+    2.735880826,
+    3.059592084,
+    3.421605075,
+    3.826451687,
+    4.279200023,
+    4.785517845,
+    5.351743533,
+    5.984965424,
+    6.693110555,
+    7.485043894,
+    8.370679318,
+    9.36110372,
+    10.4687158,
+    11.70738129,
+    13.09260651,
+    14.64173252,
+    16.37415215,
+    18.31155283,
+    20.47818807,
+    22.90118105,
+    25.61086418,
+    28.64115884,
+    32.03,
+    32.1,
+    32.13,
+    32.23,
+    32.6,
+    32.61,
+    32.64,
+    32.66,
+    32.7,
+    32.71,
+    32.93,
+    32.97,
+    33.28,
+    33.49,
+    33.5,
+    44.16,
+    47.77,
 ]
 FULL_VOCAB = 200064
 TINY_VOCAB = 512
@@ -44,24 +87,45 @@ def dense_config(size: str) -> dict[str, Any]:
         long_factor = [1.0 + i / 4 for i in range(int(hidden // heads * 0.75) // 2)]
     rotary_half = int(hidden // heads * 0.75) // 2
     return {
-        "architectures": ["Phi3ForCausalLM"], "model_type": "phi3",
-        "hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": layers,
-        "num_attention_heads": heads, "num_key_value_heads": kv, "hidden_act": "silu", "rms_norm_eps": 1e-5,
-        "vocab_size": vocab, "tie_word_embeddings": True, "max_position_embeddings": max_pos,
-        "original_max_position_embeddings": 4096, "partial_rotary_factor": 0.75, "rope_theta": 10000.0,
-        "sliding_window": 262144, "attention_bias": False, "mlp_bias": False, "lm_head_bias": False,
+        "architectures": ["Phi3ForCausalLM"],
+        "model_type": "phi3",
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "hidden_act": "silu",
+        "rms_norm_eps": 1e-5,
+        "vocab_size": vocab,
+        "tie_word_embeddings": True,
+        "max_position_embeddings": max_pos,
+        "original_max_position_embeddings": 4096,
+        "partial_rotary_factor": 0.75,
+        "rope_theta": 10000.0,
+        "sliding_window": 262144,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "lm_head_bias": False,
         "rope_scaling": {"type": "longrope", "short_factor": [1.0] * rotary_half, "long_factor": long_factor},
-        "full_attn_mod": 1, "interpolate_factor": 1, "attention_dropout": 0.0, "embd_pdrop": 0.0,
-        "resid_pdrop": 0.0, "initializer_range": 0.02, "use_cache": True,
-        "bos_token_id": 199999 % vocab, "eos_token_id": EOS_ID % vocab, "pad_token_id": 199999 % vocab,
+        "full_attn_mod": 1,
+        "interpolate_factor": 1,
+        "attention_dropout": 0.0,
+        "embd_pdrop": 0.0,
+        "resid_pdrop": 0.0,
+        "initializer_range": 0.02,
+        "use_cache": True,
+        "bos_token_id": 199999 % vocab,
+        "eos_token_id": EOS_ID % vocab,
+        "pad_token_id": 199999 % vocab,
         "torch_dtype": "bfloat16",
     }
 
 
 def sambay_config(size: str) -> Phi4FlashConfig:
     if size == "full":  # the class defaults are the published model's
-        return Phi4FlashConfig(architectures=[ARCHITECTURE], bos_token_id=199999, eos_token_id=EOS_ID,
-                               pad_token_id=199999)
+        return Phi4FlashConfig(
+            architectures=[ARCHITECTURE], bos_token_id=199999, eos_token_id=EOS_ID, pad_token_id=199999
+        )
     return tiny_config(TINY_VOCAB, bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
 
@@ -84,11 +148,22 @@ def write_tokenizer(out: Path, vocab_size: int) -> None:
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with single spaces
     tok.save(str(out / "tokenizer.json"))
     eos = f"t{EOS_ID % vocab_size}"
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": eos, "bos_token": eos, "pad_token": "t0",
-        "unk_token": "t0", "model_max_length": 1 << 20, "clean_up_tokenization_spaces": False,
-        "add_bos_token": False, "add_eos_token": False,
-    }, indent=2))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "eos_token": eos,
+                "bos_token": eos,
+                "pad_token": "t0",
+                "unk_token": "t0",
+                "model_max_length": 1 << 20,
+                "clean_up_tokenization_spaces": False,
+                "add_bos_token": False,
+                "add_eos_token": False,
+            },
+            indent=2,
+        )
+    )
 
 
 def write_model(root: str | Path, model: str, size: str) -> Path:

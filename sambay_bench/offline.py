@@ -51,8 +51,9 @@ class EngineDriver:
         self.max_num_seqs = self.engine.vllm_config.scheduler_config.max_num_seqs
         self.vocab_size = vocab_size
         self.rng = random.Random(seed)
-        self._params = lambda n: SamplingParams(max_tokens=n, ignore_eos=True, temperature=0.0, detokenize=False,
-                                                output_kind=RequestOutputKind.DELTA)
+        self._params = lambda n: SamplingParams(
+            max_tokens=n, ignore_eos=True, temperature=0.0, detokenize=False, output_kind=RequestOutputKind.DELTA
+        )
         self._next = 0
         self.live: set[str] = set()
 
@@ -104,8 +105,15 @@ class Runner:
             raise OutOfTime
 
     # -- mode 2 ------------------------------------------------------------------------------
-    def decode(self, batches: list[int], contexts: list[int], steps: int, warmup_steps: int, max_model_len: int,
-               budget_s: float) -> None:
+    def decode(
+        self,
+        batches: list[int],
+        contexts: list[int],
+        steps: int,
+        warmup_steps: int,
+        max_model_len: int,
+        budget_s: float,
+    ) -> None:
         """ms per decode step with ``batch`` sequences at ``context`` tokens each. Prompts are
         ``context - warmup - steps/2`` long, so the timed steps are centred on ``context``. When the
         KV cache cannot hold the batch, the point runs with as many as the scheduler admits and
@@ -122,15 +130,22 @@ class Runner:
                 emit("skip", mode="decode", point=where, reason=f"context {context} is shorter than the steps")
                 continue
             if context + steps > max_model_len:
-                emit("skip", mode="decode", point=where,
-                     reason=f"context {context} exceeds max_model_len {max_model_len}")
+                emit(
+                    "skip",
+                    mode="decode",
+                    point=where,
+                    reason=f"context {context} exceeds max_model_len {max_model_len}",
+                )
                 continue
             left = deadline - time.perf_counter()
-            guess = self._decode_time_guess(batch, context, prompt_len, steps + warmup_steps, measured,
-                                            prefill_tok_s)
+            guess = self._decode_time_guess(batch, context, prompt_len, steps + warmup_steps, measured, prefill_tok_s)
             if guess is not None and guess > left:
-                emit("skip", mode="decode", point=where,
-                     reason=f"time budget: needs ~{guess:.0f} s, {max(left, 0):.0f} s left")
+                emit(
+                    "skip",
+                    mode="decode",
+                    point=where,
+                    reason=f"time budget: needs ~{guess:.0f} s, {max(left, 0):.0f} s left",
+                )
                 continue
             try:
                 point = self._decode_point(batch, context, prompt_len, steps, warmup_steps, max_model_len, deadline)
@@ -151,12 +166,14 @@ class Runner:
         if not measured or not prefill_tok_s:
             return None
         last = measured[-1]
-        ms = last["ms_per_step"] * self.cost.per_step(batch, context) / self.cost.per_step(
-            last["batch_running"], last["context"])
+        ms = (
+            last["ms_per_step"]
+            * self.cost.per_step(batch, context)
+            / self.cost.per_step(last["batch_running"], last["context"])
+        )
         return batch * prompt_len / prefill_tok_s + steps * ms / 1e3
 
-    def _decode_point(self, batch, context, prompt_len, steps, warmup_steps, max_model_len,
-                      deadline) -> dict[str, Any]:
+    def _decode_point(self, batch, context, prompt_len, steps, warmup_steps, max_model_len, deadline) -> dict[str, Any]:
         """Requests may generate up to max_model_len, so none finishes inside the point, however long
         the others take to prefill (early starters decode meanwhile); all are aborted at its end.
         ``context_mean`` is the measured mean context at the middle of the timed steps."""
@@ -200,10 +217,20 @@ class Runner:
         step_bytes = self.cost.per_step(running, round(context_mean))
         roof = roofline_ms(step_bytes, self.tbps)
         return {
-            "model": self.model, "batch": batch, "context": context, "prompt_len": prompt_len,
-            "context_mean": context_mean, "batch_running": running, "limited_by": limited_by, "steps": steps,
-            "ms_per_step": ms, "tok_s": tokens / elapsed, "prefill_s": prefill_s, "bytes_per_step": step_bytes,
-            "roofline_ms": roof, "roofline_fraction": roof / ms if roof else None,
+            "model": self.model,
+            "batch": batch,
+            "context": context,
+            "prompt_len": prompt_len,
+            "context_mean": context_mean,
+            "batch_running": running,
+            "limited_by": limited_by,
+            "steps": steps,
+            "ms_per_step": ms,
+            "tok_s": tokens / elapsed,
+            "prefill_s": prefill_s,
+            "bytes_per_step": step_bytes,
+            "roofline_ms": roof,
+            "roofline_fraction": roof / ms if roof else None,
         }
 
     # -- mode 3 ------------------------------------------------------------------------------
@@ -214,8 +241,12 @@ class Runner:
         gen_lens = sorted(gen_lens)
         fits = [g for g in gen_lens if prompt_len + g <= max_model_len]
         for g in sorted(set(gen_lens) - set(fits)):
-            emit("skip", mode="genlen", point={"model": self.model, "gen_len": g},
-                 reason=f"prompt {prompt_len} + {g} exceeds max_model_len {max_model_len}")
+            emit(
+                "skip",
+                mode="genlen",
+                point={"model": self.model, "gen_len": g},
+                reason=f"prompt {prompt_len} + {g} exceeds max_model_len {max_model_len}",
+            )
         if not fits:
             return
         self.d.add(prompt_len, fits[-1])
@@ -231,17 +262,30 @@ class Runner:
                     ttft = now
                 while pending and produced >= pending[0]:
                     g = pending.pop(0)
-                    emit("point", mode="genlen", point={
-                        "model": self.model, "prompt_len": prompt_len, "gen_len": g, "latency_s": now,
-                        "ttft_s": ttft, "gen_latency_s": now - ttft, "ms_per_token": (now - ttft) / max(g - 1, 1) * 1e3,
-                    })
+                    emit(
+                        "point",
+                        mode="genlen",
+                        point={
+                            "model": self.model,
+                            "prompt_len": prompt_len,
+                            "gen_len": g,
+                            "latency_s": now,
+                            "ttft_s": ttft,
+                            "gen_latency_s": now - ttft,
+                            "ms_per_token": (now - ttft) / max(g - 1, 1) * 1e3,
+                        },
+                    )
                 if produced - reported >= every:
                     reported = produced
                     emit("progress", mode="genlen", model=self.model, n=produced, total=fits[-1], desc="tokens")
         except OutOfTime:
             for g in pending:
-                emit("skip", mode="genlen", point={"model": self.model, "gen_len": g},
-                     reason=f"time budget ran out at {produced} tokens")
+                emit(
+                    "skip",
+                    mode="genlen",
+                    point={"model": self.model, "gen_len": g},
+                    reason=f"time budget ran out at {produced} tokens",
+                )
         self.d.abort_all()
 
     # -- mode 4 ------------------------------------------------------------------------------
@@ -272,8 +316,11 @@ class Runner:
                 emit("skip", mode="ttft", point=where, reason="time budget ran out")
                 continue
             median = statistics.median(samples)
-            emit("point", mode="ttft", point={**where, "ttft_ms": median, "ttft_ms_samples": samples,
-                                              "prefill_tok_s": length / median * 1e3})
+            emit(
+                "point",
+                mode="ttft",
+                point={**where, "ttft_ms": median, "ttft_ms_samples": samples, "prefill_tok_s": length / median * 1e3},
+            )
         emit("progress", mode="ttft", model=self.model, n=len(prompt_lens), total=len(prompt_lens), desc="done")
 
 
@@ -284,8 +331,14 @@ def environment() -> dict[str, Any]:
     from vllm_sambay import __version__
 
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {"device": "cuda" if gpu else "cpu", "gpu": gpu, "vllm": vllm.__version__, "torch": torch.__version__,
-            "vllm_sambay": __version__, "cuda": torch.version.cuda}
+    return {
+        "device": "cuda" if gpu else "cpu",
+        "gpu": gpu,
+        "vllm": vllm.__version__,
+        "torch": torch.__version__,
+        "vllm_sambay": __version__,
+        "cuda": torch.version.cuda,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,21 +42,46 @@ def serve_table(doc: dict[str, Any]) -> str:
     rows = []
     for c in sorted({p["concurrency"] for p in pts}):
         s, d = by.get(("sambay", c), {}), by.get(("dense", c), {})
-        rows.append([str(c), num(s.get("mean_latency_s")), num(d.get("mean_latency_s")),
-                     num(s.get("queries_per_s"), ".4f"), num(d.get("queries_per_s"), ".4f"),
-                     times(rat.get(c, {}).get("queries_per_s")),
-                     num(s.get("output_tok_s"), ".0f"), num(d.get("output_tok_s"), ".0f"),
-                     num((s.get("ttft_ms") or {}).get("mean"), ".0f"), num((d.get("ttft_ms") or {}).get("mean"), ".0f"),
-                     f"{s.get('ok', 0)}/{d.get('ok', 0)}"])
-    head = ["C", "latency s SambaY", "latency s dense", "q/s SambaY", "q/s dense", "q/s ratio", "tok/s SambaY",
-            "tok/s dense", "TTFT ms SambaY", "TTFT ms dense", "ok S/D"]
+        rows.append(
+            [
+                str(c),
+                num(s.get("mean_latency_s")),
+                num(d.get("mean_latency_s")),
+                num(s.get("queries_per_s"), ".4f"),
+                num(d.get("queries_per_s"), ".4f"),
+                times(rat.get(c, {}).get("queries_per_s")),
+                num(s.get("output_tok_s"), ".0f"),
+                num(d.get("output_tok_s"), ".0f"),
+                num((s.get("ttft_ms") or {}).get("mean"), ".0f"),
+                num((d.get("ttft_ms") or {}).get("mean"), ".0f"),
+                f"{s.get('ok', 0)}/{d.get('ok', 0)}",
+            ]
+        )
+    head = [
+        "C",
+        "latency s SambaY",
+        "latency s dense",
+        "q/s SambaY",
+        "q/s dense",
+        "q/s ratio",
+        "tok/s SambaY",
+        "tok/s dense",
+        "TTFT ms SambaY",
+        "TTFT ms dense",
+        "ok S/D",
+    ]
     method = doc["modes"]["serve"].get("paper_method", {})
     diffs = method.get("differences", {})
-    note = ("Paper method as published." if not diffs else
-            "Reduced against the paper: " + "; ".join(f"{k} {v['ran']} (paper {v['paper']})" for k, v in diffs.items()))
+    note = (
+        "Paper method as published."
+        if not diffs
+        else "Reduced against the paper: " + "; ".join(f"{k} {v['ran']} (paper {v['paper']})" for k, v in diffs.items())
+    )
     for cut in method.get("cut_by_budget", []):
-        note += (f"\nTime budget: {cut['model']} C={cut['concurrency']} measured {cut['measured']} of "
-                 f"{cut['planned']} requests.")
+        note += (
+            f"\nTime budget: {cut['model']} C={cut['concurrency']} measured {cut['measured']} of "
+            f"{cut['planned']} requests."
+        )
     return _table(head, rows) + "\n\n" + note
 
 
@@ -74,8 +99,17 @@ def decode_table(doc: dict[str, Any]) -> str:
             return [num(p["ms_per_step"]) + ran, num(p.get("roofline_ms")), num(p.get("roofline_fraction"), ".0%")]
 
         rows.append([str(b), str(ctx), *cell(s), *cell(d), times(ratio(s.get("tok_s"), d.get("tok_s")))])
-    head = ["B", "context", "ms/step SambaY", "roofline ms", "of roofline", "ms/step dense", "roofline ms",
-            "of roofline", "tok/s ratio"]
+    head = [
+        "B",
+        "context",
+        "ms/step SambaY",
+        "roofline ms",
+        "of roofline",
+        "ms/step dense",
+        "roofline ms",
+        "of roofline",
+        "tok/s ratio",
+    ]
     return _table(head, rows)
 
 
@@ -92,26 +126,39 @@ def pair_table(doc: dict[str, Any], mode: str, key: str, value: str, head: list[
 def render(doc: dict[str, Any], out: Path, plots: bool = True) -> str:
     """All tables as markdown; writes ``summary.md`` and (unless ``plots`` is off) the PNGs."""
     env = doc.get("environment") or {}
-    parts = [f"# sambay-bench: {env.get('gpu') or env.get('device', '?')}, vLLM {env.get('vllm', '?')}, "
-             f"torch {env.get('torch', '?')}",
-             "`" + " ".join(doc.get("command", [])) + "`"]
+    parts = [
+        f"# sambay-bench: {env.get('gpu') or env.get('device', '?')}, vLLM {env.get('vllm', '?')}, "
+        f"torch {env.get('torch', '?')}",
+        "`" + " ".join(doc.get("command", [])) + "`",
+    ]
     modes = doc.get("modes", {})
     if "serve" in modes:
         parts += ["## Closed-loop clients (paper method)", serve_table(doc)]
     if "decode" in modes:
         parts += ["## Decode sweep (offline engine)", decode_table(doc)]
     if "genlen" in modes:
-        parts += ["## Latency vs generation length (C = 1)",
-                  pair_table(doc, "genlen", "gen_len", "latency_s", ["generated", "SambaY s", "dense s",
-                                                                     "dense / SambaY"], ".2f")]
+        parts += [
+            "## Latency vs generation length (C = 1)",
+            pair_table(
+                doc, "genlen", "gen_len", "latency_s", ["generated", "SambaY s", "dense s", "dense / SambaY"], ".2f"
+            ),
+        ]
     if "ttft" in modes:
-        parts += ["## TTFT (C = 1)",
-                  pair_table(doc, "ttft", "prompt_len", "ttft_ms", ["prompt", "SambaY ms", "dense ms",
-                                                                    "dense / SambaY"], ".1f")]
+        parts += [
+            "## TTFT (C = 1)",
+            pair_table(
+                doc, "ttft", "prompt_len", "ttft_ms", ["prompt", "SambaY ms", "dense ms", "dense / SambaY"], ".1f"
+            ),
+        ]
     skipped = [(m, s) for m, v in modes.items() for s in v.get("skipped", [])]
     if skipped:
-        parts += ["## Skipped", "\n".join(f"- {m}: " + ", ".join(f"{k}={v}" for k, v in s.items() if k != "reason")
-                                          + f": {s['reason']}" for m, s in skipped)]
+        parts += [
+            "## Skipped",
+            "\n".join(
+                f"- {m}: " + ", ".join(f"{k}={v}" for k, v in s.items() if k != "reason") + f": {s['reason']}"
+                for m, s in skipped
+            ),
+        ]
     errors = [(m, e) for m, info in doc.get("models", {}).items() for e in info.get("errors", [])]
     if errors:
         parts += ["## Errors", "\n".join(f"- {m}: {e}" for m, e in errors)]
@@ -140,13 +187,24 @@ def plot_all(doc: dict[str, Any], out: Path) -> list[Path]:
         fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
         for m in models_of(pts):
             mp = sorted((p for p in pts if p["model"] == m), key=lambda p: p["concurrency"])
-            a.plot([p["queries_per_s"] for p in mp], [p["mean_latency_s"] for p in mp], "o-", color=COLOR[m],
-                   label=LABEL[m])
+            a.plot(
+                [p["queries_per_s"] for p in mp],
+                [p["mean_latency_s"] for p in mp],
+                "o-",
+                color=COLOR[m],
+                label=LABEL[m],
+            )
             for p in mp:
-                a.annotate(f"C={p['concurrency']}", (p["queries_per_s"], p["mean_latency_s"]), fontsize=7,
-                           textcoords="offset points", xytext=(3, 3))
-            b.plot([p["concurrency"] for p in mp], [p["output_tok_s"] for p in mp], "o-", color=COLOR[m],
-                   label=LABEL[m])
+                a.annotate(
+                    f"C={p['concurrency']}",
+                    (p["queries_per_s"], p["mean_latency_s"]),
+                    fontsize=7,
+                    textcoords="offset points",
+                    xytext=(3, 3),
+                )
+            b.plot(
+                [p["concurrency"] for p in mp], [p["output_tok_s"] for p in mp], "o-", color=COLOR[m], label=LABEL[m]
+            )
         a.set(xlabel="throughput (queries/s)", ylabel="mean latency (s)", title="throughput vs latency")
         b.set(xlabel="concurrent clients", ylabel="output tok/s", xscale="log", title="output throughput")
         _integer_ticks(b.xaxis, sorted({p["concurrency"] for p in pts}))
@@ -168,8 +226,14 @@ def plot_all(doc: dict[str, Any], out: Path) -> list[Path]:
                 x = [p["batch_running"] for p in mp]
                 ax.plot(x, [p["ms_per_step"] for p in mp], "o-", color=COLOR[m], label=LABEL[m])
                 if any(p.get("roofline_ms") for p in mp):
-                    ax.plot(x, [p.get("roofline_ms") for p in mp], "--", color=COLOR[m], alpha=0.6,
-                            label=f"{LABEL[m]} roofline")
+                    ax.plot(
+                        x,
+                        [p.get("roofline_ms") for p in mp],
+                        "--",
+                        color=COLOR[m],
+                        alpha=0.6,
+                        label=f"{LABEL[m]} roofline",
+                    )
             ax.set(xscale="log", yscale="log", xlabel="sequences decoding", title=f"context {ctx}")
             _integer_ticks(ax.xaxis, sorted({p["batch_running"] for p in pts if p["context"] == ctx}))
             _plain_log_labels(ax.yaxis)

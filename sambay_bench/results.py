@@ -30,7 +30,7 @@ def parse_event(line: str) -> dict[str, Any] | None:
     if not line.startswith(EVENT_PREFIX):
         return None
     try:
-        return json.loads(line[len(EVENT_PREFIX):])
+        return json.loads(line[len(EVENT_PREFIX) :])
     except ValueError:
         return None
 
@@ -46,8 +46,7 @@ class Results:
             "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
             "started_at": _now(),
             "finished_at": None,
-            "host": {"python": platform.python_version(), "platform": platform.platform(),
-                     "cpus": os.cpu_count()},
+            "host": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
             "environment": {},
             "settings": settings,
             "models": {},

@@ -17,8 +17,17 @@ from .models import config_dict, sambay_config
 # Peak HBM bandwidth from the vendors' data sheets, TB/s, matched against torch's device name in
 # this order (the first substring that matches wins, so the more specific names come first).
 HBM_TBPS = (
-    ("GH200", 4.0), ("H200", 4.8), ("H100 NVL", 3.9), ("H100 PCIe", 2.0), ("H100", 3.35), ("H800", 3.35),
-    ("B200", 8.0), ("A100-SXM4-80GB", 2.039), ("A100 80GB PCIe", 1.935), ("A100", 1.555), ("L40S", 0.864),
+    ("GH200", 4.0),
+    ("H200", 4.8),
+    ("H100 NVL", 3.9),
+    ("H100 PCIe", 2.0),
+    ("H100", 3.35),
+    ("H800", 3.35),
+    ("B200", 8.0),
+    ("A100-SXM4-80GB", 2.039),
+    ("A100 80GB PCIe", 1.935),
+    ("A100", 1.555),
+    ("L40S", 0.864),
 )
 
 
@@ -48,16 +57,23 @@ class DecodeBytes:
 
     def per_sequence(self, context: int) -> int:
         window = min(context, self.window or context)
-        return (self.kv_token_bytes * (self.full_kv_reads * context + self.window_kv_reads * window)
-                + 2 * self.state_bytes)
+        return (
+            self.kv_token_bytes * (self.full_kv_reads * context + self.window_kv_reads * window) + 2 * self.state_bytes
+        )
 
     def per_step(self, batch: int, context: int) -> int:
         return self.weight_bytes + batch * self.per_sequence(context)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"params": self.params, "weight_bytes": self.weight_bytes, "kv_token_bytes": self.kv_token_bytes,
-                "full_kv_reads": self.full_kv_reads, "window_kv_reads": self.window_kv_reads,
-                "window": self.window, "state_bytes": self.state_bytes}
+        return {
+            "params": self.params,
+            "weight_bytes": self.weight_bytes,
+            "kv_token_bytes": self.kv_token_bytes,
+            "full_kv_reads": self.full_kv_reads,
+            "window_kv_reads": self.window_kv_reads,
+            "window": self.window,
+            "state_bytes": self.state_bytes,
+        }
 
 
 def decode_bytes(model: str, size: str, dtype_bytes: int = 2) -> DecodeBytes:
@@ -75,9 +91,12 @@ def decode_bytes(model: str, size: str, dtype_bytes: int = 2) -> DecodeBytes:
         n_mamba = sum(spec.is_mamba for spec in cfg.layer_layout)
         full = sum(k in (LayerKind.FULL_ATTENTION, LayerKind.CROSS_ATTENTION) for k in kinds)
         return DecodeBytes(
-            params=params, dtype_bytes=dtype_bytes,
+            params=params,
+            dtype_bytes=dtype_bytes,
             kv_token_bytes=2 * cfg.num_key_value_heads * cfg.head_dim * dtype_bytes,
-            full_kv_reads=full, window_kv_reads=kinds.count(LayerKind.SLIDING_ATTENTION), window=cfg.sliding_window,
+            full_kv_reads=full,
+            window_kv_reads=kinds.count(LayerKind.SLIDING_ATTENTION),
+            window=cfg.sliding_window,
             state_bytes=n_mamba * d_inner * (cfg.mamba_d_conv - 1 + cfg.mamba_d_state) * dtype_bytes,
         )
     from transformers import Phi3Config, Phi3ForCausalLM
@@ -87,9 +106,15 @@ def decode_bytes(model: str, size: str, dtype_bytes: int = 2) -> DecodeBytes:
     with torch.device("meta"):
         params = sum(p.numel() for p in Phi3ForCausalLM(cfg).parameters())
     head_dim = d["hidden_size"] // d["num_attention_heads"]
-    return DecodeBytes(params=params, dtype_bytes=dtype_bytes,
-                       kv_token_bytes=2 * d["num_key_value_heads"] * head_dim * dtype_bytes,
-                       full_kv_reads=d["num_hidden_layers"], window_kv_reads=0, window=None, state_bytes=0)
+    return DecodeBytes(
+        params=params,
+        dtype_bytes=dtype_bytes,
+        kv_token_bytes=2 * d["num_key_value_heads"] * head_dim * dtype_bytes,
+        full_kv_reads=d["num_hidden_layers"],
+        window_kv_reads=0,
+        window=None,
+        state_bytes=0,
+    )
 
 
 def roofline_ms(step_bytes: int, tbps: float | None) -> float | None:

@@ -41,8 +41,9 @@ class ServerProcess:
     """``with ServerProcess(cmd, log) as srv:`` runs ``cmd --host 127.0.0.1 --port P`` until
     ``/health`` answers 200, then ``srv.base_url`` is its address."""
 
-    def __init__(self, cmd: list[str], log_path: str | Path, ready_timeout_s: float = 600,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, cmd: list[str], log_path: str | Path, ready_timeout_s: float = 600, env: dict[str, str] | None = None
+    ) -> None:
         self.cmd, self.log_path, self.ready_timeout_s = cmd, Path(log_path), ready_timeout_s
         self.env = {**os.environ, **(env or {})}
         self.port = free_port()
@@ -85,8 +86,12 @@ class ServerProcess:
         t0 = time.monotonic()
         start_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([*self.cmd, "--host", "127.0.0.1", "--port", str(self.port)],
-                                         stdout=log, stderr=subprocess.STDOUT, env=self.env)
+            self.proc = subprocess.Popen(
+                [*self.cmd, "--host", "127.0.0.1", "--port", str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+            )
         try:
             while True:
                 if self.proc.poll() is not None:
@@ -97,8 +102,9 @@ class ServerProcess:
                 except httpx.HTTPError:
                     pass
                 if time.monotonic() - t0 > self.ready_timeout_s:
-                    raise ServerError(f"server not ready in {self.ready_timeout_s:.0f} s:\n"
-                                      f"{self.log_tail(start_offset)}")
+                    raise ServerError(
+                        f"server not ready in {self.ready_timeout_s:.0f} s:\n{self.log_tail(start_offset)}"
+                    )
                 time.sleep(1)
             self.ready_s = time.monotonic() - t0
             self._children = psutil.Process(self.proc.pid).children(recursive=True)

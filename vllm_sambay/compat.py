@@ -100,8 +100,13 @@ def install_cpu_seed_rewind() -> bool:
     ``_update_states`` new requests' CPU generators are swapped for :class:`_RewindableCPUGenerator`
     (same state, nothing drawn yet), and ``_sample`` snapshots them before drawing. Idempotent;
     both methods and the rewind line are in 0.26.0, 0.32.0 and 0.33.0 (read in the wheels); on a
-    release without them it returns False and changes nothing. GPU generators are left alone.
+    release without them it returns False and changes nothing. Installed on the CPU platform only:
+    a GPU runner keeps its own step, without the per-step generator sweep.
     """
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():  # CUDA generators rewind by offset; keep the GPU step untouched
+        return False
     try:
         from vllm.v1.worker.gpu_model_runner import GPUModelRunner
     except ImportError:  # pragma: no cover - other runner layout

@@ -57,8 +57,13 @@ class _ReplicaHeader:
         self.app.add_exception_handler(exc, handler)
 
 
-@serve.deployment(name="sambay", max_ongoing_requests=DEFAULT_MAX_ONGOING, health_check_period_s=10,
-                  health_check_timeout_s=30, graceful_shutdown_timeout_s=60)
+@serve.deployment(
+    name="sambay",
+    max_ongoing_requests=DEFAULT_MAX_ONGOING,
+    health_check_period_s=10,
+    health_check_timeout_s=30,
+    graceful_shutdown_timeout_s=60,
+)
 @serve.ingress()
 class SambayReplica:
     """One replica = one ``AsyncLLM`` engine + the ``sambay-serve`` app (vLLM's app + our middleware) over it."""
@@ -102,8 +107,10 @@ def build(config: dict[str, Any]) -> Application:
     argv = config.get("server_args", [])
     argv = shlex.split(argv) if isinstance(argv, str) else [str(a) for a in argv]
     options: dict[str, Any] = {
-        "ray_actor_options": {"num_cpus": float(config.get("num_cpus", 1)),
-                              "num_gpus": float(config.get("num_gpus", 0))},
+        "ray_actor_options": {
+            "num_cpus": float(config.get("num_cpus", 1)),
+            "num_gpus": float(config.get("num_gpus", 0)),
+        },
         "max_ongoing_requests": int(config.get("max_ongoing_requests", DEFAULT_MAX_ONGOING)),
     }
     if "num_replicas" in config:

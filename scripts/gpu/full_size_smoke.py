@@ -32,13 +32,22 @@ def main() -> int:
     model_dir = write_model(tempfile.mkdtemp(), "sambay", "full")
     t0 = time.perf_counter()
     llm = LLM(
-        model=str(model_dir), load_format="dummy", skip_tokenizer_init=True, dtype="bfloat16",
-        max_model_len=args.max_model_len, enforce_eager=args.enforce_eager, gpu_memory_utilization=0.85,
+        model=str(model_dir),
+        load_format="dummy",
+        skip_tokenizer_init=True,
+        dtype="bfloat16",
+        max_model_len=args.max_model_len,
+        enforce_eager=args.enforce_eager,
+        gpu_memory_utilization=0.85,
     )
     start_s = time.perf_counter() - t0
     result = {
-        "gpu": torch.cuda.get_device_name(), "vllm": vllm.__version__, "torch": torch.__version__,
-        "enforce_eager": args.enforce_eager, "engine_start_s": start_s, "decode": [],
+        "gpu": torch.cuda.get_device_name(),
+        "vllm": vllm.__version__,
+        "torch": torch.__version__,
+        "enforce_eager": args.enforce_eager,
+        "engine_start_s": start_s,
+        "decode": [],
     }
     print(json.dumps(result), flush=True)
     warm = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True, detokenize=False)

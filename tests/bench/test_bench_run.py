@@ -129,12 +129,28 @@ def test_budget_skips_are_listed_and_a_failed_start_is_an_error(tmp_path):
     """No time: every point is skipped with its reason. Too few KV blocks for max_model_len: the
     dense engine cannot start; the run goes on, records vLLM's reason and exits 1."""
     out = tmp_path / "run"
-    doc = tiny_bench(out, "--modes", "decode,ttft", "--time-budget-s", "0", "--batches", "1", "--contexts", "64",
-                     "--engine-arg", "dense:num_gpu_blocks_override=4", rc=1)
+    doc = tiny_bench(
+        out,
+        "--modes",
+        "decode,ttft",
+        "--time-budget-s",
+        "0",
+        "--batches",
+        "1",
+        "--contexts",
+        "64",
+        "--engine-arg",
+        "dense:num_gpu_blocks_override=4",
+        rc=1,
+    )
     assert doc["modes"].get("decode", {"points": []})["points"] == []
     skipped = [s for m in doc["modes"].values() for s in m["skipped"]]
     assert {(s["model"], s.get("batch"), s.get("prompt_len")) for s in skipped} == {
-        ("sambay", 1, None), ("sambay", None, 64), ("sambay", None, 256), ("sambay", None, 1024)}
+        ("sambay", 1, None),
+        ("sambay", None, 64),
+        ("sambay", None, 256),
+        ("sambay", None, 1024),
+    }
     assert all("time budget" in s["reason"] for s in skipped)
     errors = doc["models"]["dense"]["errors"]
     assert len(errors) == 1 and "max_model_len" in errors[0].replace("max seq len", "max_model_len"), errors
@@ -143,12 +159,28 @@ def test_budget_skips_are_listed_and_a_failed_start_is_an_error(tmp_path):
 
 def test_a_budget_cuts_a_serve_level_short_and_says_so(tmp_path):
     out = tmp_path / "run"
-    doc = tiny_bench(out, "--models", "sambay", "--modes", "serve", "--concurrency", "2", "--requests", "1000",
-                     "--time-budget-s", "4")
+    doc = tiny_bench(
+        out,
+        "--models",
+        "sambay",
+        "--modes",
+        "serve",
+        "--concurrency",
+        "2",
+        "--requests",
+        "1000",
+        "--time-budget-s",
+        "4",
+    )
     (p,) = doc["modes"]["serve"]["points"]
     assert 0 < p["requests"] < 1000 and p["failed"] == 0 and p["cut_in_flight"] <= 2
     (cut,) = doc["modes"]["serve"]["paper_method"]["cut_by_budget"]
-    assert cut == {"model": "sambay", "concurrency": 2, "planned": 1000, "measured": p["requests"],
-                   "cut_in_flight": p["cut_in_flight"]}
+    assert cut == {
+        "model": "sambay",
+        "concurrency": 2,
+        "planned": 1000,
+        "measured": p["requests"],
+        "cut_in_flight": p["cut_in_flight"],
+    }
     assert doc["modes"]["serve"]["paper_method"]["differences"]["requests"] == {"paper": "4C+32", "ran": 1000}
     assert f"measured {p['requests']} of 1000 requests" in (out / "summary.md").read_text()

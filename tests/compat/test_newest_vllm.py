@@ -22,19 +22,32 @@ pytestmark = pytest.mark.engine
 @pytest.fixture(scope="module")
 def overlay():
     out = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "vllm_overlay.py"), str(REPO / ".cache" / "vllm-overlay"),
-         "--version", NEWEST],
-        capture_output=True, text=True, timeout=1200,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "vllm_overlay.py"),
+            str(REPO / ".cache" / "vllm-overlay"),
+            "--version",
+            NEWEST,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     return out.stdout.strip().splitlines()[-1]
 
 
 def run_on(overlay: str, code: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([overlay, str(REPO)]), "VLLM_TARGET_DEVICE": "cpu",
-           "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=REPO)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([overlay, str(REPO)]),
+        "VLLM_TARGET_DEVICE": "cpu",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
+    )
 
 
 IMPORTS = """
@@ -51,8 +64,12 @@ def test_every_plugin_module_imports_on_the_newest_release(overlay):
     assert out.returncode == 0, out.stderr[-4000:]
     got = json.loads(out.stdout.splitlines()[-1])
     assert got["vllm"] == NEWEST and got["vllm_file"].startswith(overlay)
-    assert {"vllm_sambay.model", "vllm_sambay.engine_config", "vllm_sambay.ops.mamba_cuda",
-            "vllm_sambay.testing.reference"} <= set(got["modules"])
+    assert {
+        "vllm_sambay.model",
+        "vllm_sambay.engine_config",
+        "vllm_sambay.ops.mamba_cuda",
+        "vllm_sambay.testing.reference",
+    } <= set(got["modules"])
 
 
 CONFIG = """

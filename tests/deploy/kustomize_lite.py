@@ -19,11 +19,26 @@ import yaml
 
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 SUPPORTED = {"apiVersion", "kind", "resources", "namespace", "labels", "images", "patches"}
-CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
-                  "PersistentVolume", "StorageClass", "PriorityClass", "IngressClass"}
+CLUSTER_SCOPED = {
+    "Namespace",
+    "CustomResourceDefinition",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "PersistentVolume",
+    "StorageClass",
+    "PriorityClass",
+    "IngressClass",
+}
 # Strategic-merge keys of the lists a Deployment patch may touch; other lists are replaced.
-MERGE_KEYS = {"containers": "name", "initContainers": "name", "env": "name", "volumes": "name",
-              "volumeMounts": "mountPath", "ports": "containerPort", "imagePullSecrets": "name"}
+MERGE_KEYS = {
+    "containers": "name",
+    "initContainers": "name",
+    "env": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+    "ports": "containerPort",
+    "imagePullSecrets": "name",
+}
 
 Obj = dict[str, Any]
 
@@ -95,8 +110,9 @@ def _apply_patch(root: Path, p: Obj, objs: list[Obj]) -> None:
 
 
 def _matches(o: Obj, target: Obj) -> bool:
-    return (o["kind"] == target.get("kind", o["kind"])
-            and o["metadata"]["name"] == target.get("name", o["metadata"]["name"]))
+    return o["kind"] == target.get("kind", o["kind"]) and o["metadata"]["name"] == target.get(
+        "name", o["metadata"]["name"]
+    )
 
 
 def _strategic_merge(base: Any, patch: Any, field: str = "") -> Any:
@@ -118,8 +134,10 @@ def _strategic_merge(base: Any, patch: Any, field: str = "") -> Any:
         key = MERGE_KEYS[field]
         by_key = {b.get(key): b for b in base}
         named = {item.get(key) for item in patch}
-        out = [_strategic_merge(by_key[item.get(key)], item, field) if item.get(key) in by_key
-               else copy.deepcopy(item) for item in patch]
+        out = [
+            _strategic_merge(by_key[item.get(key)], item, field) if item.get(key) in by_key else copy.deepcopy(item)
+            for item in patch
+        ]
         return out + [copy.deepcopy(b) for b in base if b.get(key) not in named]
     return copy.deepcopy(patch)
 
@@ -172,7 +190,7 @@ def _new_image(current: str, image: Obj) -> str:
     if not sep:
         slash = current.rfind("/")
         colon = current.rfind(":")
-        name, rest = (current[:colon], current[colon + 1:]) if colon > slash else (current, "")
+        name, rest = (current[:colon], current[colon + 1 :]) if colon > slash else (current, "")
     if name != image["name"]:
         return current
     new = image.get("newName", name)

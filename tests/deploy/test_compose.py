@@ -91,6 +91,11 @@ def test_docker_compose_config_accepts_it(tmp_path):
     if subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30).returncode != 0:
         pytest.skip("docker CLI without the Compose plugin")
     env = {"SAMBAY_API_KEY": "sk-example", "PATH": "/usr/bin:/bin:/usr/local/bin"}
-    result = subprocess.run(["docker", "compose", "-f", str(DEPLOY / "compose.yaml"), "--profile", "monitoring",
-                             "config", "--quiet"], capture_output=True, text=True, env=env, timeout=60)
+    result = subprocess.run(
+        ["docker", "compose", "-f", str(DEPLOY / "compose.yaml"), "--profile", "monitoring", "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr

@@ -29,14 +29,19 @@ def _instructions(name: str) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
     text = re.sub(r"\\\n", " ", (DOCKER / name).read_text())
     lines = [line.strip() for line in text.splitlines()]
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines
-            if line and not line.startswith("#")]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines if line and not line.startswith("#")
+    ]
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)
 def test_hadolint_finds_nothing(name):
-    result = subprocess.run([_hadolint(), "--no-color", "--failure-threshold", "info", str(DOCKER / name)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [_hadolint(), "--no-color", "--failure-threshold", "info", str(DOCKER / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
     assert "hadolint ignore" not in (DOCKER / name).read_text()
 
@@ -64,7 +69,7 @@ def test_gpu_image_is_the_tested_vllm_and_serves_with_sambay_serve():
 def test_image_is_unprivileged_healthchecked_and_secret_free(name):
     steps = _instructions(name)
     stages = [i for i, (op, _) in enumerate(steps) if op == "FROM"]
-    last = steps[stages[-1]:]
+    last = steps[stages[-1] :]
     users = [args for op, args in last if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("0", "root")
     assert users[-1].split(":")[0].isdigit(), "numeric, so Kubernetes can check runAsNonRoot"
@@ -121,11 +126,18 @@ def test_dockerignore_sends_what_copy_needs_and_nothing_private(name):
             rel = str(f.relative_to(REPO))
             if "__pycache__" not in rel:
                 assert not _ignored(rel, patterns), f"{rel} is needed by COPY but ignored"
-    for private in (".git/config", ".venv/bin/python", "deploy/.env", "tests/conftest.py", "wheelhouse/x.whl",
-                    "vllm_sambay/__pycache__/x.pyc"):
+    for private in (
+        ".git/config",
+        ".venv/bin/python",
+        "deploy/.env",
+        "tests/conftest.py",
+        "wheelhouse/x.whl",
+        "vllm_sambay/__pycache__/x.pyc",
+    ):
         assert _ignored(private, patterns), f"{private} would be sent to the daemon"
-    assert (DOCKER / "Dockerfile.dockerignore").read_text().split("\n*\n")[1] == \
-        (DOCKER / "Dockerfile.cpu.dockerignore").read_text().split("\n*\n")[1]
+    assert (DOCKER / "Dockerfile.dockerignore").read_text().split("\n*\n")[1] == (
+        DOCKER / "Dockerfile.cpu.dockerignore"
+    ).read_text().split("\n*\n")[1]
 
 
 def test_images_copy_every_package_the_wheel_is_built_from():
@@ -134,8 +146,13 @@ def test_images_copy_every_package_the_wheel_is_built_from():
     tool = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     dirs = {tool.get("package-dir", {}).get(p.split(".")[0], p.split(".")[0]) for p in tool["packages"]}
     for name in DOCKERFILES:
-        copied = {a.strip("./") for op, args in _instructions(name) if op == "COPY" and "--from" not in args
-                  for a in args.split()[:-1] if not a.startswith("--")}
+        copied = {
+            a.strip("./")
+            for op, args in _instructions(name)
+            if op == "COPY" and "--from" not in args
+            for a in args.split()[:-1]
+            if not a.startswith("--")
+        }
         assert dirs <= copied, f"{name} does not copy {dirs - copied}"
     script = (REPO / "deploy" / "offline" / "build-wheelhouse.sh").read_text()
     assert all(f'"$repo"/{d} ' in script for d in dirs)

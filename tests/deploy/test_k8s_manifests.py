@@ -19,8 +19,14 @@ from manifest_schemas import validate_object  # noqa: E402
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 OVERLAYS = {
-    "gpu-h100": {"Deployment", "Service", "PersistentVolumeClaim", "PodDisruptionBudget", "ServiceMonitor",
-                 "ScaledObject"},
+    "gpu-h100": {
+        "Deployment",
+        "Service",
+        "PersistentVolumeClaim",
+        "PodDisruptionBudget",
+        "ServiceMonitor",
+        "ScaledObject",
+    },
     "cpu-demo": {"Deployment", "Service", "PersistentVolumeClaim", "PodDisruptionBudget"},
 }
 
@@ -53,8 +59,13 @@ def test_overlay_renders_and_every_object_validates(overlay):
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed: own renderer only")
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))
 def test_kubectl_kustomize_renders_the_same(overlay):
-    out = subprocess.run(["kubectl", "kustomize", str(K8S / "overlays" / overlay)], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     theirs = {_key(o): o for o in yaml.safe_load_all(out) if o}
     mine = {_key(o): o for o in _render(overlay)}
     assert sorted(mine) == sorted(theirs)
@@ -65,12 +76,16 @@ def test_kubectl_kustomize_renders_the_same(overlay):
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))
 def test_objects_are_wired_together(overlay):
     objs = _render(overlay)
-    dep, svc, pdb, pvc = (_one(objs, k) for k in ("Deployment", "Service", "PodDisruptionBudget",
-                                                   "PersistentVolumeClaim"))
+    dep, svc, pdb, pvc = (
+        _one(objs, k) for k in ("Deployment", "Service", "PodDisruptionBudget", "PersistentVolumeClaim")
+    )
     pod = dep["spec"]["template"]
     pod_labels = pod["metadata"]["labels"]
-    for selector in (dep["spec"]["selector"]["matchLabels"], svc["spec"]["selector"],
-                     pdb["spec"]["selector"]["matchLabels"]):
+    for selector in (
+        dep["spec"]["selector"]["matchLabels"],
+        svc["spec"]["selector"],
+        pdb["spec"]["selector"]["matchLabels"],
+    ):
         assert selector.items() <= pod_labels.items()
     (c,) = pod["spec"]["containers"]
     assert "/" in c["image"] and c["image"] != "vllm-sambay", "the overlay must set the image"
@@ -138,8 +153,17 @@ def test_secret_template_holds_placeholders_only():
     assert all(v.startswith("REPLACE_") for v in secret["stringData"].values())
 
 
-@pytest.mark.parametrize("mutation", ["no selector", "misspelt field", "string replicas", "no trigger",
-                                      "trigger threshold as number", "monitor without endpoints"])
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        "no selector",
+        "misspelt field",
+        "string replicas",
+        "no trigger",
+        "trigger threshold as number",
+        "monitor without endpoints",
+    ],
+)
 def test_validators_reject_broken_objects(mutation):
     """The checks above are only worth something if a broken manifest fails them."""
     import jsonschema
@@ -170,29 +194,65 @@ def test_renderer_refuses_what_it_does_not_implement(tmp_path):
 
 def test_renderer_merges_and_patches_like_kustomize(tmp_path):
     """Semantics the kubectl comparison checks where kubectl exists, pinned here for where it does not."""
-    base = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
-            "spec": {"template": {"spec": {
-                "containers": [{"name": "a", "image": "img:1", "args": ["x"], "env": [{"name": "E", "value": "1"}]},
-                               {"name": "b", "image": "other"}],
-                "volumes": [{"name": "v", "emptyDir": {"medium": "Memory"}}]}}}}
+    base = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {"name": "a", "image": "img:1", "args": ["x"], "env": [{"name": "E", "value": "1"}]},
+                        {"name": "b", "image": "other"},
+                    ],
+                    "volumes": [{"name": "v", "emptyDir": {"medium": "Memory"}}],
+                }
+            }
+        },
+    }
     (tmp_path / "d.yaml").write_text(yaml.safe_dump(base))
-    patch = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
-             "spec": {"template": {"spec": {
-                 "containers": [{"name": "a", "args": ["y"], "env": [{"name": "F", "value": "2"}]}],
-                 "volumes": [{"name": "v", "emptyDir": {"sizeLimit": "1Gi"}}]}}}}
+    patch = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [{"name": "a", "args": ["y"], "env": [{"name": "F", "value": "2"}]}],
+                    "volumes": [{"name": "v", "emptyDir": {"sizeLimit": "1Gi"}}],
+                }
+            }
+        },
+    }
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(patch))
-    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
-        "resources": ["d.yaml"], "namespace": "ns", "patches": [
-            {"path": "p.yaml"},
-            {"target": {"kind": "Deployment", "name": "d"},
-             "patch": "- {op: add, path: /spec/template/spec/containers/1/args, value: [z]}"}],
-        "labels": [{"pairs": {"l": "v"}}], "images": [{"name": "img", "newName": "reg/img", "newTag": "2"}]}))
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": ["d.yaml"],
+                "namespace": "ns",
+                "patches": [
+                    {"path": "p.yaml"},
+                    {
+                        "target": {"kind": "Deployment", "name": "d"},
+                        "patch": "- {op: add, path: /spec/template/spec/containers/1/args, value: [z]}",
+                    },
+                ],
+                "labels": [{"pairs": {"l": "v"}}],
+                "images": [{"name": "img", "newName": "reg/img", "newTag": "2"}],
+            }
+        )
+    )
     (d,) = kustomize_lite.render(tmp_path)
     a, b = d["spec"]["template"]["spec"]["containers"]
-    assert a == {"name": "a", "image": "reg/img:2", "args": ["y"],
-                 "env": [{"name": "F", "value": "2"}, {"name": "E", "value": "1"}]}
+    assert a == {
+        "name": "a",
+        "image": "reg/img:2",
+        "args": ["y"],
+        "env": [{"name": "F", "value": "2"}, {"name": "E", "value": "1"}],
+    }
     assert b == {"name": "b", "image": "other", "args": ["z"]}
-    assert d["spec"]["template"]["spec"]["volumes"] == [{"name": "v", "emptyDir": {"medium": "Memory",
-                                                                                  "sizeLimit": "1Gi"}}]
+    assert d["spec"]["template"]["spec"]["volumes"] == [
+        {"name": "v", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}
+    ]
     assert d["metadata"] == {"name": "d", "namespace": "ns", "labels": {"l": "v"}}
     assert "labels" not in d["spec"]["template"].get("metadata", {})

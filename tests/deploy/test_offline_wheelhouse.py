@@ -29,8 +29,9 @@ print(json.dumps({"version": dist.version, "eps": [list(k) + [v] for k, v in eps
 
 def _build(out: Path, *args: str) -> str:
     env = {**os.environ, "PYTHON": sys.executable}
-    result = subprocess.run(["bash", str(SCRIPT), "--out", str(out), *args], capture_output=True, text=True,
-                            env=env, timeout=300)
+    result = subprocess.run(
+        ["bash", str(SCRIPT), "--out", str(out), *args], capture_output=True, text=True, env=env, timeout=300
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -46,12 +47,27 @@ def test_wheelhouse_installs_offline_into_a_fresh_venv(tmp_path):
     # No index, no config file (this machine's pip.conf points at local mirrors), no PIP_* overrides.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     env |= {"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--no-index", "--find-links",
-                              str(tmp_path / "wheelhouse"), "--no-deps", "vllm-sambay[serve]"],
-                             capture_output=True, text=True, env=env, timeout=300)
+    install = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--no-index",
+            "--find-links",
+            str(tmp_path / "wheelhouse"),
+            "--no-deps",
+            "vllm-sambay[serve]",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert install.returncode == 0, install.stdout + install.stderr
-    probe = subprocess.run([str(venv / "bin" / "python"), "-c", CHECK], capture_output=True, text=True,
-                           env=env, timeout=60, cwd=tmp_path)
+    probe = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", CHECK], capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path
+    )
     assert probe.returncode == 0, probe.stderr
     info = json.loads(probe.stdout)
     eps = {(g, n): v for g, n, v in info["eps"]}
@@ -63,8 +79,17 @@ def test_wheelhouse_installs_offline_into_a_fresh_venv(tmp_path):
 
 def test_wheelhouse_for_another_target_passes_the_target_to_pip(tmp_path):
     # `-- --no-deps` runs the download step for the target without fetching any dependency.
-    out = _build(tmp_path / "wh", "--python-version", "3.12", "--platform", "manylinux_2_28_x86_64,linux_x86_64",
-                 "--extras", "vllm,serve", "--", "--no-deps")
+    out = _build(
+        tmp_path / "wh",
+        "--python-version",
+        "3.12",
+        "--platform",
+        "manylinux_2_28_x86_64,linux_x86_64",
+        "--extras",
+        "vllm,serve",
+        "--",
+        "--no-deps",
+    )
     assert "python 3.12 platform manylinux_2_28_x86_64,linux_x86_64" in out
     assert '"vllm-sambay[vllm,serve]"' in out
     assert len(list((tmp_path / "wh").glob("vllm_sambay-*.whl"))) == 1

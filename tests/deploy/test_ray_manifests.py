@@ -36,8 +36,10 @@ def _rayservice() -> dict:
 
 
 def _configs() -> dict[str, dict]:
-    return {"serve_config.yaml": yaml.safe_load((RAY_DIR / "serve_config.yaml").read_text()),
-            "rayservice serveConfigV2": yaml.safe_load(_rayservice()["spec"]["serveConfigV2"])}
+    return {
+        "serve_config.yaml": yaml.safe_load((RAY_DIR / "serve_config.yaml").read_text()),
+        "rayservice serveConfigV2": yaml.safe_load(_rayservice()["spec"]["serveConfigV2"]),
+    }
 
 
 @pytest.mark.parametrize("name", sorted(_configs()))

@@ -65,16 +65,32 @@ def test_two_replicas_answer_through_the_proxy(tiny_checkpoint, monkeypatch):
     started = time.monotonic()
     # Replicas need the module (PYTHONPATH) and read their API key from their own environment.
     env = {"PYTHONPATH": str(RAY_DIR), "SAMBAY_API_KEY": API_KEY, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, runtime_env={"env_vars": env},
-             _temp_dir=temp_dir, log_to_driver=False)
+    ray.init(
+        num_cpus=2,
+        object_store_memory=200 * 2**20,
+        include_dashboard=False,
+        runtime_env={"env_vars": env},
+        _temp_dir=temp_dir,
+        log_to_driver=False,
+    )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        app = sambay_ray.build({
-            "server_args": ["--model", str(tiny_checkpoint), "--served-model-name", "sambay-tiny",
-                            "--max-model-len", "512", "--max-num-seqs", "8"],
-            "num_cpus": 0.5,  # two replicas on a 2-core machine
-            "autoscaling": {"min_replicas": 2, "max_replicas": 2, "initial_replicas": 2},
-        })
+        app = sambay_ray.build(
+            {
+                "server_args": [
+                    "--model",
+                    str(tiny_checkpoint),
+                    "--served-model-name",
+                    "sambay-tiny",
+                    "--max-model-len",
+                    "512",
+                    "--max-num-seqs",
+                    "8",
+                ],
+                "num_cpus": 0.5,  # two replicas on a 2-core machine
+                "autoscaling": {"min_replicas": 2, "max_replicas": 2, "initial_replicas": 2},
+            }
+        )
         try:
             serve.run(app, name="sambay", route_prefix="/", blocking=False)
         except RuntimeError as exc:
@@ -101,8 +117,10 @@ def test_two_replicas_answer_through_the_proxy(tiny_checkpoint, monkeypatch):
             seen = set(answers)
         running |= _descendants()
         counts = {r: answers.count(r) for r in seen}
-        print(f"\nanswers per replica: {counts}; ready and answered in {time.monotonic() - started:.0f} s",
-              file=sys.stderr)
+        print(
+            f"\nanswers per replica: {counts}; ready and answered in {time.monotonic() - started:.0f} s",
+            file=sys.stderr,
+        )
         assert len(seen) == 2, f"only {seen} answered"
         assert len({s.split("/pid-")[1] for s in seen}) == 2  # two processes, not one replica twice
         engines = [p for p in running - before if _is_engine(p)]

@@ -29,8 +29,14 @@ for flags in json.loads(sys.argv[2]):
 
 CASES = [
     (
-        {"speculative_config": {"method": "ngram", "num_speculative_tokens": 2, "prompt_lookup_max": 3,
-                                "prompt_lookup_min": 1}},
+        {
+            "speculative_config": {
+                "method": "ngram",
+                "num_speculative_tokens": 2,
+                "prompt_lookup_max": 3,
+                "prompt_lookup_min": 1,
+            }
+        },
         "does not support speculative decoding; start without --speculative-config",
     ),
     ({"tensor_parallel_size": 3}, "tensor_parallel_size=3 does not split SambaY's differential heads"),
@@ -50,7 +56,10 @@ def test_refusals_reach_llm_users_before_any_engine_process(tiny_checkpoint):
     # kernel-override scan of sys.modules fails for every later in-process engine.
     out = subprocess.run(
         [sys.executable, "-c", REFUSE_SCRIPT, str(tiny_checkpoint), json.dumps([f for f, _ in CASES])],
-        capture_output=True, text=True, timeout=300, env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(),
     )
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith(("REFUSED:", "STARTED"))]
     assert len(lines) == len(CASES), out.stdout[-3000:] + out.stderr[-3000:]
@@ -65,9 +74,23 @@ def test_refusals_reach_llm_users_before_any_engine_process(tiny_checkpoint):
 @pytest.mark.parametrize("entry", ["vllm.entrypoints.openai.api_server", "sambay_server.cli"])
 def test_refusal_ends_a_server_start_with_the_message(tiny_checkpoint, entry):
     out = subprocess.run(
-        [sys.executable, "-m", entry, "--model", str(tiny_checkpoint), "--tensor-parallel-size", "3",
-         "--max-model-len", "512", "--port", "1"],
-        capture_output=True, text=True, timeout=300, env=_env(),
+        [
+            sys.executable,
+            "-m",
+            entry,
+            "--model",
+            str(tiny_checkpoint),
+            "--tensor-parallel-size",
+            "3",
+            "--max-model-len",
+            "512",
+            "--port",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(),
     )
     log = out.stdout + out.stderr
     assert out.returncode != 0, log[-3000:]
@@ -95,8 +118,9 @@ def test_foreign_config_is_replaced_before_vllm_reads_layer_types(tiny_checkpoin
 
     from vllm_sambay.config import Phi4FlashConfig
 
-    args = EngineArgs(model=str(tiny_checkpoint), hf_overrides=_foreign, dtype="float32", max_model_len=512,
-                      enforce_eager=True)
+    args = EngineArgs(
+        model=str(tiny_checkpoint), hf_overrides=_foreign, dtype="float32", max_model_len=512, enforce_eager=True
+    )
     vllm_config = args.create_engine_config()
     hf_config = vllm_config.model_config.hf_config
     assert type(hf_config) is Phi4FlashConfig

@@ -19,9 +19,7 @@ def _attention_layers(model):
     }
 
 
-def test_window_only_on_self_decoder_with_int_window_and_no_layer_types(
-    tiny_checkpoint, tiny_config, make_engine
-):
+def test_window_only_on_self_decoder_with_int_window_and_no_layer_types(tiny_checkpoint, tiny_config, make_engine):
     raw = json.loads((tiny_checkpoint / "config.json").read_text())
     assert isinstance(raw["sliding_window"], int) and "layer_types" not in raw  # the published form
     with make_engine(tiny_checkpoint) as llm:

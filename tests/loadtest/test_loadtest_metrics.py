@@ -12,9 +12,19 @@ from sambay_client import metrics
 
 def rec(start: float, ttft: float, itl: list[float], tokens: int | None, status: int = 200, error: str | None = None):
     e2e = ttft + sum(itl)
-    return {"start": start, "status": status, "error": error, "ttft_ms": ttft, "tfat_ms": ttft, "itl_ms": itl,
-            "e2e_ms": e2e, "total_ms": e2e + 5, "output_tokens": tokens, "prompt_tokens": 10,
-            "tpot_ms": (e2e - ttft) / (tokens - 1) if tokens and tokens > 1 else None}
+    return {
+        "start": start,
+        "status": status,
+        "error": error,
+        "ttft_ms": ttft,
+        "tfat_ms": ttft,
+        "itl_ms": itl,
+        "e2e_ms": e2e,
+        "total_ms": e2e + 5,
+        "output_tokens": tokens,
+        "prompt_tokens": 10,
+        "tpot_ms": (e2e - ttft) / (tokens - 1) if tokens and tokens > 1 else None,
+    }
 
 
 def test_percentile_matches_numpy():

@@ -20,27 +20,79 @@ MAX_TOKENS = 16
 @pytest.fixture(scope="module")
 def sambay(tiny_checkpoint, tmp_path_factory, serve_subprocess):
     log = tmp_path_factory.mktemp("sambay-serve-loadtest") / "server.log"
-    cmd = [sys.executable, "-m", "sambay_server.cli", "--model", str(tiny_checkpoint), "--served-model-name",
-           "sambay-tiny", "--api-key", API_KEY, "--max-model-len", "512", "--max-num-seqs", "8"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sambay_server.cli",
+        "--model",
+        str(tiny_checkpoint),
+        "--served-model-name",
+        "sambay-tiny",
+        "--api-key",
+        API_KEY,
+        "--max-model-len",
+        "512",
+        "--max-num-seqs",
+        "8",
+    ]
     with serve_subprocess(cmd, log) as (base, _proc):
         yield base
 
 
 def test_locust_run_and_report(sambay, tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py", "--headless", "--host", sambay,
-           "--users", "4", "--spawn-rate", "4", "--run-time", "30s", "--processes", "2", "--stop-timeout", "30",
-           "--csv", f"{run}/locust", "--csv-full-history", "--html", f"{run}/locust.html", "--only-summary",
-           "--api-key", API_KEY, "--prompt-tokens", "32", "--output-tokens", str(MAX_TOKENS), "--ignore-eos"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        "loadtest/locustfile.py",
+        "--headless",
+        "--host",
+        sambay,
+        "--users",
+        "4",
+        "--spawn-rate",
+        "4",
+        "--run-time",
+        "30s",
+        "--processes",
+        "2",
+        "--stop-timeout",
+        "30",
+        "--csv",
+        f"{run}/locust",
+        "--csv-full-history",
+        "--html",
+        f"{run}/locust.html",
+        "--only-summary",
+        "--api-key",
+        API_KEY,
+        "--prompt-tokens",
+        "32",
+        "--output-tokens",
+        str(MAX_TOKENS),
+        "--ignore-eos",
+    ]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=150)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
 
-    rep = subprocess.run([sys.executable, "-m", "loadtest.report", str(run)], cwd=REPO, capture_output=True,
-                         text=True, timeout=120)
+    rep = subprocess.run(
+        [sys.executable, "-m", "loadtest.report", str(run)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     print(rep.stdout)
     assert rep.returncode == 0, rep.stderr[-3000:]
-    for label in ("TTFT (ms)", "time to first answer (ms)", "ITL (ms)", "TPOT (ms)", "e2e latency (ms)",
-                  "output tok/s per request", "requests/s (ok)", "output tok/s (all users)", "error rate"):
+    for label in (
+        "TTFT (ms)",
+        "time to first answer (ms)",
+        "ITL (ms)",
+        "TPOT (ms)",
+        "e2e latency (ms)",
+        "output tok/s per request",
+        "requests/s (ok)",
+        "output tok/s (all users)",
+        "error rate",
+    ):
         assert label in rep.stdout
 
     files = sorted(run.glob("requests-*.jsonl"))

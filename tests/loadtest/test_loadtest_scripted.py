@@ -19,8 +19,13 @@ CHAT = "/v1/chat/completions"
 
 
 def body(model: str) -> dict:
-    return {"model": model, "messages": [{"role": "user", "content": "2+2?"}], "max_tokens": 16, "stream": True,
-            "stream_options": {"include_usage": True}}
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": "2+2?"}],
+        "max_tokens": 16,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
 
 
 def near(value: float | None, expected: float, late: float = 40.0) -> bool:
@@ -47,12 +52,15 @@ def test_client_times_reasoning_answer_and_usage(scripted_server, scripted_key):
     assert 45 < r.tpot_ms < 60
 
 
-@pytest.mark.parametrize(("model", "status", "error", "detail"), [
-    ("scripted-429", 429, "HTTP 429 rate_limit_error", "server busy: 40 requests in flight"),
-    ("scripted-500", 500, "HTTP 500 server_error", "boom"),
-    ("scripted-midstream", 200, "stream error: internal_error", "engine died"),
-    ("scripted-truncated", 200, "stream ended without [DONE]", None),
-])
+@pytest.mark.parametrize(
+    ("model", "status", "error", "detail"),
+    [
+        ("scripted-429", 429, "HTTP 429 rate_limit_error", "server busy: 40 requests in flight"),
+        ("scripted-500", 500, "HTTP 500 server_error", "boom"),
+        ("scripted-midstream", 200, "stream error: internal_error", "engine died"),
+        ("scripted-truncated", 200, "stream ended without [DONE]", None),
+    ],
+)
 def test_client_failures(scripted_server, scripted_key, model, status, error, detail):
     ep = Endpoint(scripted_server, scripted_key)
     try:
@@ -90,9 +98,31 @@ def read_csv(path: Path) -> list[dict]:
 def test_locust_reports_custom_metrics_and_errors_by_status(scripted_server, scripted_key, tmp_path):
     """Model from /v1/models (scripted-mix: ok, ok, 429, ok, 500, ...), two users, four seconds."""
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py", "--headless", "--host", scripted_server,
-           "--users", "2", "--spawn-rate", "2", "--run-time", "4s", "--stop-timeout", "3", "--csv", f"{run}/locust",
-           "--html", f"{run}/locust.html", "--only-summary", "--api-key", scripted_key]
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        "loadtest/locustfile.py",
+        "--headless",
+        "--host",
+        scripted_server,
+        "--users",
+        "2",
+        "--spawn-rate",
+        "2",
+        "--run-time",
+        "4s",
+        "--stop-timeout",
+        "3",
+        "--csv",
+        f"{run}/locust",
+        "--html",
+        f"{run}/locust.html",
+        "--only-summary",
+        "--api-key",
+        scripted_key,
+    ]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1, out.stderr[-3000:]  # Locust's exit code when requests failed
     stats = {row["Type"]: row for row in read_csv(run / "locust_stats.csv")}
@@ -110,8 +140,9 @@ def test_locust_reports_custom_metrics_and_errors_by_status(scripted_server, scr
     assert statuses == {200, 429, 500}
     assert all(r["output_tokens"] == 9 for r in records if r["status"] == 200)
 
-    rep = subprocess.run([sys.executable, "-m", "loadtest.report", str(run)], cwd=REPO, capture_output=True,
-                         text=True, timeout=60)
+    rep = subprocess.run(
+        [sys.executable, "-m", "loadtest.report", str(run)], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert rep.returncode == 0, rep.stderr
     assert "TTFT (ms)" in rep.stdout and "429: " in rep.stdout and "500: " in rep.stdout
     summary = json.loads((run / "summary.json").read_text())["summary"]
@@ -123,9 +154,26 @@ def test_locust_reports_custom_metrics_and_errors_by_status(scripted_server, scr
 
 def test_sweep_runs_each_level_and_plots(scripted_server, scripted_key, tmp_path):
     out = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "loadtest.sweep", "--host", scripted_server, "--concurrency", "1,3",
-           "--run-time", "3s", "--stop-timeout", "2s", "--out", str(out), "--", "--api-key", scripted_key,
-           "--model", "scripted"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "loadtest.sweep",
+        "--host",
+        scripted_server,
+        "--concurrency",
+        "1,3",
+        "--run-time",
+        "3s",
+        "--stop-timeout",
+        "2s",
+        "--out",
+        str(out),
+        "--",
+        "--api-key",
+        scripted_key,
+        "--model",
+        "scripted",
+    ]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=90)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     points = json.loads((out / "sweep.json").read_text())["points"]

@@ -26,8 +26,12 @@ def feed(events: list[tuple[float, str]], start: float = 10.0, end: float | None
     return reader.finish(start + (end if end is not None else events[-1][0]))
 
 
-USAGE = {"prompt_tokens": 7, "completion_tokens": 11, "total_tokens": 18,
-         "completion_tokens_details": {"reasoning_tokens": 5}}
+USAGE = {
+    "prompt_tokens": 7,
+    "completion_tokens": 11,
+    "total_tokens": 18,
+    "completion_tokens_details": {"reasoning_tokens": 5},
+}
 REASONING_THEN_ANSWER = [
     (0.010, data({"role": "assistant", "content": ""})),  # the role chunk: empty content is not output
     (0.020, ": ping"),
@@ -95,14 +99,25 @@ def test_garbage_data_is_a_failure():
     assert r.error == "malformed SSE data"
 
 
-@pytest.mark.parametrize(("status", "body", "error", "detail"), [
-    (429, b'{"error": {"message": "busy", "type": "rate_limit_error", "code": 429}}', "HTTP 429 rate_limit_error",
-     "busy"),
-    (400, b'{"object": "error", "message": "too long", "type": "BadRequestError", "code": 400}',
-     "HTTP 400 BadRequestError", "too long"),
-    (502, b"<html>Bad Gateway</html>", "HTTP 502", "<html>Bad Gateway</html>"),
-    (503, b"", "HTTP 503", None),
-])
+@pytest.mark.parametrize(
+    ("status", "body", "error", "detail"),
+    [
+        (
+            429,
+            b'{"error": {"message": "busy", "type": "rate_limit_error", "code": 429}}',
+            "HTTP 429 rate_limit_error",
+            "busy",
+        ),
+        (
+            400,
+            b'{"object": "error", "message": "too long", "type": "BadRequestError", "code": 400}',
+            "HTTP 400 BadRequestError",
+            "too long",
+        ),
+        (502, b"<html>Bad Gateway</html>", "HTTP 502", "<html>Bad Gateway</html>"),
+        (503, b"", "HTTP 503", None),
+    ],
+)
 def test_http_errors_are_keyed_by_status(status, body, error, detail):
     r = http_error(status, body, 0.25)
     assert (r.status, r.error, r.detail, r.total_ms) == (status, error, detail, 250)

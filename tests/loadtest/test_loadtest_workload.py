@@ -53,10 +53,16 @@ def test_body_fields():
 
 def test_prompts_file(tmp_path):
     path = tmp_path / "p.jsonl"
-    path.write_text(json.dumps({"prompt": "Hello?"}) + "\n\n"
-                    + json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 7}) + "\n")
+    path.write_text(
+        json.dumps({"prompt": "Hello?"})
+        + "\n\n"
+        + json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 7})
+        + "\n"
+    )
     factory = RequestFactory(resolve(None, prompts_file=str(path), output_tokens=99), "m")
     rng = random.Random(0)
     seen = {json.dumps(b["messages"]): b["max_tokens"] for b in (factory.body(rng) for _ in range(50))}
-    assert seen == {json.dumps([{"role": "user", "content": "Hello?"}]): 99,
-                    json.dumps([{"role": "user", "content": "Hi"}]): 7}
+    assert seen == {
+        json.dumps([{"role": "user", "content": "Hello?"}]): 99,
+        json.dumps([{"role": "user", "content": "Hi"}]): 7,
+    }

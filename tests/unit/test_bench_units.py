@@ -49,7 +49,11 @@ def test_bandwidth_table_prefers_the_specific_name():
 def test_full_configs_are_the_published_ones(tmp_path):
     d = config_dict("dense", "full")
     assert (d["hidden_size"], d["num_hidden_layers"], d["num_attention_heads"], d["num_key_value_heads"]) == (
-        3072, 32, 24, 8)
+        3072,
+        32,
+        24,
+        8,
+    )
     assert len(d["rope_scaling"]["long_factor"]) == len(d["rope_scaling"]["short_factor"]) == 48  # rotary dim 96 / 2
     path = write_model(tmp_path, "sambay", "full")
     loaded = Phi4FlashConfig(**json.loads((path / "config.json").read_text()))
@@ -84,32 +88,56 @@ def test_lengths_follow_the_paper_law_and_fit_the_model():
 
 
 def test_ratios_pair_the_two_models_per_level():
-    pts = [{"model": "sambay", "concurrency": 4, "queries_per_s": 2.0, "output_tok_s": 100.0, "mean_latency_s": 2.0},
-           {"model": "dense", "concurrency": 4, "queries_per_s": 0.5, "output_tok_s": 40.0, "mean_latency_s": 8.0},
-           {"model": "sambay", "concurrency": 8, "queries_per_s": 3.0, "output_tok_s": 1.0, "mean_latency_s": 1.0}]
-    assert ratios(pts) == [{"concurrency": 4, "queries_per_s": 4.0, "output_tok_s": 2.5,
-                            "latency_dense_over_sambay": 4.0}]
+    pts = [
+        {"model": "sambay", "concurrency": 4, "queries_per_s": 2.0, "output_tok_s": 100.0, "mean_latency_s": 2.0},
+        {"model": "dense", "concurrency": 4, "queries_per_s": 0.5, "output_tok_s": 40.0, "mean_latency_s": 8.0},
+        {"model": "sambay", "concurrency": 8, "queries_per_s": 3.0, "output_tok_s": 1.0, "mean_latency_s": 1.0},
+    ]
+    assert ratios(pts) == [
+        {"concurrency": 4, "queries_per_s": 4.0, "output_tok_s": 2.5, "latency_dense_over_sambay": 4.0}
+    ]
 
 
 def test_flags(tmp_path):
-    args = cli.parser().parse_args(["run", "--engine-arg", "dense:num_gpu_blocks_override=20",
-                                    "--engine-arg", "max-num-seqs=8", "--engine-arg", "kv_cache_dtype=fp8",
-                                    "--engine-arg", 'sambay:compilation_config={"cudagraph_capture_sizes": [1, 16]}'])
-    assert args.engine_arg == [("dense", "num_gpu_blocks_override", 20), (None, "max_num_seqs", 8),
-                               (None, "kv_cache_dtype", "fp8"),
-                               ("sambay", "compilation_config", {"cudagraph_capture_sizes": [1, 16]})]
+    args = cli.parser().parse_args(
+        [
+            "run",
+            "--engine-arg",
+            "dense:num_gpu_blocks_override=20",
+            "--engine-arg",
+            "max-num-seqs=8",
+            "--engine-arg",
+            "kv_cache_dtype=fp8",
+            "--engine-arg",
+            'sambay:compilation_config={"cudagraph_capture_sizes": [1, 16]}',
+        ]
+    )
+    assert args.engine_arg == [
+        ("dense", "num_gpu_blocks_override", 20),
+        (None, "max_num_seqs", 8),
+        (None, "kv_cache_dtype", "fp8"),
+        ("sambay", "compilation_config", {"cudagraph_capture_sizes": [1, 16]}),
+    ]
     s = cli.resolve(args, has_gpu=True)
     assert s["dtype"] == "bfloat16" and s["enforce_eager"] is False and s["requests"] is None
     assert cli.paper_differences(s) == {}  # the defaults are the paper's method
     engine = cli.engine_settings(s, "dense", tmp_path)
     assert engine["num_gpu_blocks_override"] == 20 and engine["max_num_seqs"] == 8
     assert "num_gpu_blocks_override" not in cli.engine_settings(s, "sambay", tmp_path)
-    flags = cli.server_flags({"enable_prefix_caching": False, "enforce_eager": True, "max_model_len": 10,
-                              "compilation_config": {"level": 3}})
-    assert flags == ["--no-enable-prefix-caching", "--enforce-eager", "--max-model-len", "10",
-                     "--compilation-config", '{"level": 3}']
-    tiny = cli.resolve(cli.parser().parse_args(["run", "--size", "tiny", "--output-len", "8", "--requests", "5"]),
-                       has_gpu=False)
+    flags = cli.server_flags(
+        {"enable_prefix_caching": False, "enforce_eager": True, "max_model_len": 10, "compilation_config": {"level": 3}}
+    )
+    assert flags == [
+        "--no-enable-prefix-caching",
+        "--enforce-eager",
+        "--max-model-len",
+        "10",
+        "--compilation-config",
+        '{"level": 3}',
+    ]
+    tiny = cli.resolve(
+        cli.parser().parse_args(["run", "--size", "tiny", "--output-len", "8", "--requests", "5"]), has_gpu=False
+    )
     assert tiny["dtype"] == "float32" and tiny["enforce_eager"] is True and tiny["output_len"] == 8
     diffs = cli.paper_differences(tiny)
     assert diffs["size"] == {"paper": "full", "ran": "tiny"} and diffs["output_len"]["ran"] == 8
@@ -118,43 +146,80 @@ def test_flags(tmp_path):
     assert cli.paper_differences(per_client) == {"requests": {"paper": "4C+32", "ran": "2C"}}
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["run", "--modes", "decode,bogus"], "unknown bogus"),
-    (["run", "--batches", "1,0"], "positive integers"),
-    (["run", "--contexts", "2k"], "comma-separated integers"),
-    (["run", "--engine-arg", "novalue"], "KEY=VALUE"),
-    (["run", "--engine-arg", "llama:x=1"], "unknown model 'llama'"),
-    (["run", "--size", "huge"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "--modes", "decode,bogus"], "unknown bogus"),
+        (["run", "--batches", "1,0"], "positive integers"),
+        (["run", "--contexts", "2k"], "comma-separated integers"),
+        (["run", "--engine-arg", "novalue"], "KEY=VALUE"),
+        (["run", "--engine-arg", "llama:x=1"], "unknown model 'llama'"),
+        (["run", "--size", "huge"], "invalid choice"),
+    ],
+)
 def test_bad_flags_are_refused_with_the_reason(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
     assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["run", "--jitter", "1.5"], "--jitter"),
-    (["run", "--size", "tiny", "--prompt-len", "4096"], "does not fit --max-model-len 2048"),
-    (["run", "--requests", "4", "--requests-per-client", "2"], "not both"),
-    (["run", "--requests", "0"], "--requests must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "--jitter", "1.5"], "--jitter"),
+        (["run", "--size", "tiny", "--prompt-len", "4096"], "does not fit --max-model-len 2048"),
+        (["run", "--requests", "4", "--requests-per-client", "2"], "not both"),
+        (["run", "--requests", "0"], "--requests must be at least 1"),
+    ],
+)
 def test_inconsistent_settings_are_refused(argv, message):
     with pytest.raises(SystemExit, match=message):
         cli.main(argv)
 
 
 def _doc() -> dict:
-    point = {"model": "sambay", "batch": 4, "context": 256, "prompt_len": 246, "context_mean": 256.5,
-             "batch_running": 4, "limited_by": None,
-             "steps": 8, "ms_per_step": 3.2, "tok_s": 1250.0, "prefill_s": 0.1, "bytes_per_step": 10**6,
-             "roofline_ms": None, "roofline_fraction": None}
-    return {"schema_version": 1, "tool": "sambay-bench", "command": ["sambay-bench", "run"], "started_at": "x",
-            "finished_at": None, "host": {"python": "3.11", "platform": "linux"}, "environment": {"device": "cpu"},
-            "settings": {"modes": ["decode"], "models": ["sambay"], "size": "tiny", "dtype": "float32",
-                         "max_model_len": 2048, "gpu_memory_utilization": 0.9, "time_budget_s": None},
-            "models": {"sambay": {"architecture": "Phi4FlashForCausalLM", "vocab_size": 512,
-                                  "decode_bytes": {"params": 1, "weight_bytes": 2, "kv_token_bytes": 3}}},
-            "modes": {"decode": {"points": [point], "skipped": []}}}
+    point = {
+        "model": "sambay",
+        "batch": 4,
+        "context": 256,
+        "prompt_len": 246,
+        "context_mean": 256.5,
+        "batch_running": 4,
+        "limited_by": None,
+        "steps": 8,
+        "ms_per_step": 3.2,
+        "tok_s": 1250.0,
+        "prefill_s": 0.1,
+        "bytes_per_step": 10**6,
+        "roofline_ms": None,
+        "roofline_fraction": None,
+    }
+    return {
+        "schema_version": 1,
+        "tool": "sambay-bench",
+        "command": ["sambay-bench", "run"],
+        "started_at": "x",
+        "finished_at": None,
+        "host": {"python": "3.11", "platform": "linux"},
+        "environment": {"device": "cpu"},
+        "settings": {
+            "modes": ["decode"],
+            "models": ["sambay"],
+            "size": "tiny",
+            "dtype": "float32",
+            "max_model_len": 2048,
+            "gpu_memory_utilization": 0.9,
+            "time_budget_s": None,
+        },
+        "models": {
+            "sambay": {
+                "architecture": "Phi4FlashForCausalLM",
+                "vocab_size": 512,
+                "decode_bytes": {"params": 1, "weight_bytes": 2, "kv_token_bytes": 3},
+            }
+        },
+        "modes": {"decode": {"points": [point], "skipped": []}},
+    }
 
 
 def test_schema_accepts_a_document_and_names_what_is_wrong():

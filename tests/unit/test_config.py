@@ -21,10 +21,23 @@ PUBLISHED = {
 }
 # The fields of the published config.json (no mamba_*, no layer_types).
 PUBLISHED_JSON = dict(
-    model_type="phi4flash", architectures=["Phi4FlashForCausalLM"], vocab_size=200064, hidden_size=2560,
-    intermediate_size=10240, num_hidden_layers=32, num_attention_heads=40, num_key_value_heads=20,
-    max_position_embeddings=262144, sliding_window=512, hidden_act="silu", layer_norm_eps=1e-5,
-    tie_word_embeddings=True, torch_dtype="bfloat16", pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    model_type="phi4flash",
+    architectures=["Phi4FlashForCausalLM"],
+    vocab_size=200064,
+    hidden_size=2560,
+    intermediate_size=10240,
+    num_hidden_layers=32,
+    num_attention_heads=40,
+    num_key_value_heads=20,
+    max_position_embeddings=262144,
+    sliding_window=512,
+    hidden_act="silu",
+    layer_norm_eps=1e-5,
+    tie_word_embeddings=True,
+    torch_dtype="bfloat16",
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
 )
 PER_LAYER_WINDOW = [512 if i < 16 and i % 2 else None for i in range(32)]
 
@@ -61,7 +74,10 @@ REVISIONS = {
         "layers_block_type": ["mamba" if i % 2 == 0 else "attention" for i in range(32)],
     },
     "explicit-mamba-defaults": {
-        "mamba_d_state": 16, "mamba_d_conv": 4, "mamba_expand": 2, "mamba_dt_rank": "auto",
+        "mamba_d_state": 16,
+        "mamba_d_conv": 4,
+        "mamba_expand": 2,
+        "mamba_dt_rank": "auto",
     },
 }
 
@@ -109,8 +125,10 @@ def test_layer_types_keep_vllm_from_windowing_every_layer():
     assert not all(t == "sliding_attention" for t in cfg.layer_types)  # vLLM windows all layers otherwise
     assert [i for i, t in enumerate(cfg.layer_types) if t == "sliding_attention"] == list(range(1, 16, 2))
     assert not all(t in ("attention", "full_attention") for t in cfg.layer_types)  # hybrid for vLLM
-    assert all((t == "linear_attention") == s.is_mamba or s.kind is LayerKind.GMU
-               for t, s in zip(cfg.layer_types, cfg.layer_layout, strict=True))
+    assert all(
+        (t == "linear_attention") == s.is_mamba or s.kind is LayerKind.GMU
+        for t, s in zip(cfg.layer_types, cfg.layer_layout, strict=True)
+    )
 
 
 @pytest.mark.parametrize(
@@ -148,21 +166,30 @@ def test_autoconfig_round_trip_without_remote_code(tmp_path):
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "phi4flash" and saved["sliding_window"] == 512
     assert "layer_layout" not in saved
-    for loaded in (transformers.AutoConfig.from_pretrained(tmp_path, trust_remote_code=False),
-                   Phi4FlashConfig.from_pretrained(tmp_path)):
+    for loaded in (
+        transformers.AutoConfig.from_pretrained(tmp_path, trust_remote_code=False),
+        Phi4FlashConfig.from_pretrained(tmp_path),
+    ):
         assert isinstance(loaded, Phi4FlashConfig)
         assert layout_table(loaded) == PUBLISHED
         assert loaded.layer_types == original.layer_types
         ignore = {"_name_or_path"}
         assert {k: v for k, v in loaded.to_dict().items() if k not in ignore} == {
-            k: v for k, v in original.to_dict().items() if k not in ignore}
+            k: v for k, v in original.to_dict().items() if k not in ignore
+        }
 
 
 def test_small_layouts_keep_the_rule():
     specs = compute_layer_layout(8, 16)
     assert [s.kind for s in specs] == [
-        LayerKind.MAMBA, LayerKind.SLIDING_ATTENTION, LayerKind.MAMBA, LayerKind.SLIDING_ATTENTION,
-        LayerKind.MAMBA_MEMORY, LayerKind.FULL_ATTENTION, LayerKind.GMU, LayerKind.CROSS_ATTENTION,
+        LayerKind.MAMBA,
+        LayerKind.SLIDING_ATTENTION,
+        LayerKind.MAMBA,
+        LayerKind.SLIDING_ATTENTION,
+        LayerKind.MAMBA_MEMORY,
+        LayerKind.FULL_ATTENTION,
+        LayerKind.GMU,
+        LayerKind.CROSS_ATTENTION,
     ]
     assert specs[7].kv_source == 5
     assert [s.sliding_window for s in specs] == [None, 16, None, 16, None, None, None, None]

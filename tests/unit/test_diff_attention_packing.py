@@ -92,7 +92,9 @@ def test_rank_shards_compose_to_the_full_layer():
         qs, ks, vs = q[:, r * 20 : (r + 1) * 20], k[:, r * 10 : (r + 1) * 10], v[:, r * 10 : (r + 1) * 10]
         out = gqa_attention(
             pack_query(qs.reshape(t, -1), 20, 10, d).view(t, 20, 2 * d),
-            ks.reshape(t, 5, 2 * d), vs.reshape(t, 5, 2 * d), d**-0.5,
+            ks.reshape(t, 5, 2 * d),
+            vs.reshape(t, 5, 2 * d),
+            d**-0.5,
         )
         a1, a2 = unpack_output(out.reshape(t, -1), 20, 10, d)
         parts1.append(a1)

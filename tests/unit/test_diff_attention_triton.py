@@ -16,7 +16,11 @@ def test_fused_decode_kernel_cases():
     env = {**os.environ, "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET", "1")}
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(CASES)],
-        capture_output=True, text=True, timeout=600, env=env, cwd=CASES.parents[2],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=CASES.parents[2],
     )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert " passed" in out.stdout.splitlines()[-1], out.stdout[-500:]

@@ -10,8 +10,21 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "transformers", "vllm", "vllm_sambay", "safetensors", "tokenizers")
-CLIENT_SIDE = ("aiohttp", "httpx", "fastapi", "uvicorn", "starlette", "locust", "matplotlib", "gevent",
-               "geventhttpclient", "sambay_client", "sambay_bench", "sambay_server", "loadtest")
+CLIENT_SIDE = (
+    "aiohttp",
+    "httpx",
+    "fastapi",
+    "uvicorn",
+    "starlette",
+    "locust",
+    "matplotlib",
+    "gevent",
+    "geventhttpclient",
+    "sambay_client",
+    "sambay_bench",
+    "sambay_server",
+    "loadtest",
+)
 
 
 def _loaded_after(statement: str) -> set[str]:
@@ -27,8 +40,9 @@ def test_the_locust_file_loads_neither_torch_nor_the_plugin():
 
 
 def test_the_client_package_loads_neither_torch_nor_the_plugin():
-    loaded = _loaded_after("import sambay_client.sse, sambay_client.metrics, sambay_client.workload, "
-                           "sambay_client.jsonutil")
+    loaded = _loaded_after(
+        "import sambay_client.sse, sambay_client.metrics, sambay_client.workload, sambay_client.jsonutil"
+    )
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
 
 

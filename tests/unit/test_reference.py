@@ -52,8 +52,9 @@ def randn(*shape, seed):
 def weights(state, layer):
     """The raw float64 tensors of ``model.layers.{layer}.attn``, keyed without that prefix."""
     prefix = f"model.layers.{layer}.attn."
-    return {k[len(prefix) :].replace("inner_cross_attn.", ""): v.double() for k, v in state.items()
-            if k.startswith(prefix)}
+    return {
+        k[len(prefix) :].replace("inner_cross_attn.", ""): v.double() for k, v in state.items() if k.startswith(prefix)
+    }
 
 
 def index_of(config, kind, nth=0):
@@ -111,8 +112,11 @@ def naive_diff_attention(w, h, heads, kv_heads, layer, window=None, kv=None, gro
     else:
         k, v = kv
     lam_init = 0.8 - 0.6 * math.exp(-0.3 * layer)
-    lam = torch.exp(torch.dot(w["lambda_q1"], w["lambda_k1"])) - torch.exp(
-        torch.dot(w["lambda_q2"], w["lambda_k2"])) + lam_init
+    lam = (
+        torch.exp(torch.dot(w["lambda_q1"], w["lambda_k1"]))
+        - torch.exp(torch.dot(w["lambda_q2"], w["lambda_k2"]))
+        + lam_init
+    )
     out = torch.zeros(T, heads * d, dtype=h.dtype)
     for t in range(T):
         keys = [s for s in range(T) if s <= t and (window is None or s > t - window)]
@@ -177,8 +181,9 @@ def test_greedy_generate_agrees_with_teacher_forced_parallel_path(ref64):
     assert len(tokens) == len(logprobs) == 12
     logits = ref64(torch.tensor(prompt + tokens))[len(prompt) - 1 : -1]
     assert logits.argmax(-1).tolist() == tokens
-    torch.testing.assert_close(torch.tensor(logprobs), torch.tensor(ref64.logprobs_of(prompt, tokens)),
-                               rtol=0, atol=1e-9)
+    torch.testing.assert_close(
+        torch.tensor(logprobs), torch.tensor(ref64.logprobs_of(prompt, tokens)), rtol=0, atol=1e-9
+    )
     assert all(lp <= 0 for lp in logprobs)
 
 
@@ -269,8 +274,7 @@ def test_mamba_scan_matches_recurrent_loop(ref64, config, state):
     mamba = ref64.model.layers[0].attn
     h = randn(13, config.hidden_size, seed=8)
     out, y = mamba(h)
-    n_out, n_y, _ = naive_mamba(weights(state, 0), h, config.mamba_d_conv, config.mamba_dt_rank,
-                                config.mamba_d_state)
+    n_out, n_y, _ = naive_mamba(weights(state, 0), h, config.mamba_d_conv, config.mamba_dt_rank, config.mamba_d_state)
     torch.testing.assert_close(y, n_y, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(out, n_out, rtol=1e-10, atol=1e-10)
     # The module's own recurrent form, fed in pieces, continues across calls.

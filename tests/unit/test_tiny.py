@@ -32,7 +32,9 @@ def ckpt_bf16(tmp_path_factory):
     out = tmp_path_factory.mktemp("t") / "bf16"
     done = subprocess.run(
         [sys.executable, "-m", "vllm_sambay.testing.tiny", str(out), "--dtype", "bfloat16", "--seed", "3"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     assert done.stdout.strip() == str(out)
     return out
@@ -49,8 +51,11 @@ def expected_keys(cfg: Phi4FlashConfig) -> dict[str, tuple[int, ...]]:
     """Published key names (architecture.md section 3) with the tiny shapes."""
     h, di, n, r, d = cfg.hidden_size, cfg.mamba_d_inner, cfg.mamba_d_state, cfg.mamba_dt_rank, cfg.head_dim
     kv = cfg.num_key_value_heads * d
-    keys = {"model.embed_tokens.weight": (cfg.vocab_size, h), "model.final_layernorm.weight": (h,),
-            "model.final_layernorm.bias": (h,)}
+    keys = {
+        "model.embed_tokens.weight": (cfg.vocab_size, h),
+        "model.final_layernorm.weight": (h,),
+        "model.final_layernorm.bias": (h,),
+    }
     for s in cfg.layer_layout:
         p = f"model.layers.{s.index}."
         for norm in ("input_layernorm", "post_attention_layernorm"):
@@ -60,17 +65,27 @@ def expected_keys(cfg: Phi4FlashConfig) -> dict[str, tuple[int, ...]]:
         a = p + "attn."
         if s.is_mamba:
             keys |= {
-                a + "in_proj.weight": (2 * di, h), a + "conv1d.weight": (di, 1, cfg.mamba_d_conv),
-                a + "conv1d.bias": (di,), a + "x_proj.weight": (r + 2 * n, di), a + "dt_proj.weight": (di, r),
-                a + "dt_proj.bias": (di,), a + "A_log": (di, n), a + "D": (di,),
+                a + "in_proj.weight": (2 * di, h),
+                a + "conv1d.weight": (di, 1, cfg.mamba_d_conv),
+                a + "conv1d.bias": (di,),
+                a + "x_proj.weight": (r + 2 * n, di),
+                a + "dt_proj.weight": (di, r),
+                a + "dt_proj.bias": (di,),
+                a + "A_log": (di, n),
+                a + "D": (di,),
                 a + "out_proj.weight": (h, di),
             }
         elif s.kind is LayerKind.GMU:
             keys |= {a + "in_proj.weight": (di, h), a + "out_proj.weight": (h, di)}
         else:
             out = h if s.kind is LayerKind.CROSS_ATTENTION else h + 2 * kv
-            keys |= {a + "Wqkv.weight": (out, h), a + "Wqkv.bias": (out,), a + "out_proj.weight": (h, h),
-                     a + "out_proj.bias": (h,), a + "inner_cross_attn.subln.weight": (2 * d,)}
+            keys |= {
+                a + "Wqkv.weight": (out, h),
+                a + "Wqkv.bias": (out,),
+                a + "out_proj.weight": (h, h),
+                a + "out_proj.bias": (h,),
+                a + "inner_cross_attn.subln.weight": (2 * d,),
+            }
             for lam in ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2"):
                 keys[a + "inner_cross_attn." + lam] = (d,)
     return keys
@@ -119,8 +134,12 @@ def test_autoconfig_works_once_the_package_is_imported(ckpt_bf16):
         "cfg = transformers.AutoConfig.from_pretrained(sys.argv[1], trust_remote_code=False)\n"
         "print(type(cfg).__name__)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code, str(ckpt_bf16)], capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(ckpt_bf16)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["Phi4FlashConfig"]
 
@@ -152,15 +171,19 @@ def test_tokenizer_special_tokens(hf_tok):
         assert hf_tok.encode(token, add_special_tokens=False) == [hf_tok.convert_tokens_to_ids(token)], token
     assert hf_tok.bos_token == hf_tok.eos_token == hf_tok.pad_token == "<|endoftext|>"
     assert hf_tok.encode("hello", add_special_tokens=True) == hf_tok.encode("hello", add_special_tokens=False)
-    ids = hf_tok.encode("<|user|>Sum?<|end|><|assistant|><think>2+2 is 4</think>Four.<|end|>",
-                        add_special_tokens=False)
+    ids = hf_tok.encode("<|user|>Sum?<|end|><|assistant|><think>2+2 is 4</think>Four.<|end|>", add_special_tokens=False)
     # the chat markers go, the think tags stay (a reasoning parser must see them)
     assert hf_tok.decode(ids, skip_special_tokens=True) == "Sum?<think>2+2 is 4</think>Four."
     assert hf_tok.decode(ids) == "<|user|>Sum?<|end|><|assistant|><think>2+2 is 4</think>Four.<|end|>"
 
 
-ODD_TEXTS = ["naïve café ünïcode ✓ → 😀", "  two  spaces\tand\nlines\r\n", "日本語テキスト",
-             "x = [i ** 2 for i in range(5)]  # comment", ""]
+ODD_TEXTS = [
+    "naïve café ünïcode ✓ → 😀",
+    "  two  spaces\tand\nlines\r\n",
+    "日本語テキスト",
+    "x = [i ** 2 for i in range(5)]  # comment",
+    "",
+]
 
 
 @pytest.mark.parametrize("text", ODD_TEXTS)

@@ -71,9 +71,19 @@ def run_kernel(core, q, k_cache, v_cache, table, seq_lens, heads, window, dtype,
         return t.detach().to(device=DEVICE, dtype=dt or t.dtype)
 
     out = diff_attention_decode(
-        dev(q, dtype), dev(k_cache, dtype), dev(v_cache, dtype), dev(table), dev(torch.tensor(seq_lens).int()),
-        max(seq_lens), num_heads=heads, lambda_full=dev(core.lam(), torch.float32), lambda_init=core.lambda_init,
-        subln_weight=dev(core.subln.weight, torch.float32), scale=D**-0.5, window=window, num_splits=num_splits,
+        dev(q, dtype),
+        dev(k_cache, dtype),
+        dev(v_cache, dtype),
+        dev(table),
+        dev(torch.tensor(seq_lens).int()),
+        max(seq_lens),
+        num_heads=heads,
+        lambda_full=dev(core.lam(), torch.float32),
+        lambda_init=core.lambda_init,
+        subln_weight=dev(core.subln.weight, torch.float32),
+        scale=D**-0.5,
+        window=window,
+        num_splits=num_splits,
     )
     return out.cpu()
 

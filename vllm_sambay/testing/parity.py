@@ -121,10 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     prompts = default_prompts(cfg.vocab_size, cfg.sliding_window or 16)
     t0 = time.perf_counter()
     llm = LLM(
-        model=str(args.checkpoint), dtype=args.dtype, enforce_eager=args.enforce_eager,
-        max_num_batched_tokens=args.max_num_batched_tokens, max_num_seqs=args.max_num_seqs,
-        enable_prefix_caching=not args.no_prefix_caching, max_model_len=max(map(len, prompts)) + 64,
-        kv_sharing_fast_prefill=args.kv_sharing_fast_prefill, skip_tokenizer_init=True,
+        model=str(args.checkpoint),
+        dtype=args.dtype,
+        enforce_eager=args.enforce_eager,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        max_num_seqs=args.max_num_seqs,
+        enable_prefix_caching=not args.no_prefix_caching,
+        max_model_len=max(map(len, prompts)) + 64,
+        kv_sharing_fast_prefill=args.kv_sharing_fast_prefill,
+        skip_tokenizer_init=True,
     )
     start_s = time.perf_counter() - t0
     got = run_vllm(llm, prompts, args.max_tokens)

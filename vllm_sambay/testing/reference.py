@@ -42,7 +42,6 @@ __all__ = [
 ]
 
 
-
 class CheckpointMismatchError(KeyError):
     """The state dict's keys do not match the SambaY layout for this config."""
 
@@ -271,7 +270,9 @@ class DiffAttention(nn.Module):
         super().__init__()
         h = config.hidden_size
         self.num_heads, self.num_kv_heads, self.head_dim = (
-            config.num_attention_heads, config.num_key_value_heads, config.head_dim,
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            config.head_dim,
         )
         self.is_cross = spec.kind is LayerKind.CROSS_ATTENTION
         self.window = spec.sliding_window  # None except on SLIDING_ATTENTION layers
@@ -420,9 +421,7 @@ class SambaYReference(nn.Module):
                     f"{key}: shape {tuple(tensor.shape)} in the state dict, expected {tuple(own[key].shape)}"
                 )
         embed = given["model.embed_tokens.weight"]
-        if lm_head is not None and not (
-            lm_head.shape == embed.shape and torch.equal(lm_head.to(embed.dtype), embed)
-        ):
+        if lm_head is not None and not (lm_head.shape == embed.shape and torch.equal(lm_head.to(embed.dtype), embed)):
             raise ValueError("lm_head.weight differs from model.embed_tokens.weight, but SambaY ties them")
         with torch.no_grad():
             for key, tensor in given.items():

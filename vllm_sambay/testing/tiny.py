@@ -116,7 +116,13 @@ def random_state_dict(config: Phi4FlashConfig, seed: int = 0) -> dict[str, torch
 # Phi-4-mini's control tokens. They are "special": one token each, never split by BPE, and
 # dropped by decode(skip_special_tokens=True) (the Rust decoder skips added tokens marked special).
 SPECIAL_TOKENS = [
-    "<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|tool|>", "<|endofprompt|>",
+    "<|endoftext|>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|end|>",
+    "<|tool|>",
+    "<|endofprompt|>",
 ]
 # Single tokens too, but added with special=False so that decode(skip_special_tokens=True) keeps
 # them: a reasoning parser has to see where the thinking ends.
@@ -132,8 +138,14 @@ DTYPES = ("float32", "bfloat16", "float16")
 # Bump when the directory contents change for the same parameters (old directories get rewritten).
 _FORMAT = 2
 _FILES = (
-    "config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-    "special_tokens_map.json", "chat_template.jinja", "tiny_params.json",
+    "config.json",
+    "model.safetensors",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "tiny_params.json",
 )
 
 
@@ -171,9 +183,18 @@ def published_style_config(config: Phi4FlashConfig, dtype: str) -> dict:
     file lists none; ``mamba_dt_rank`` counts as default when it equals ceil(hidden_size / 16))."""
     cfg = config.to_dict()
     derived = ("layer_types", "layers_block_type", "head_dim", "dtype", "torch_dtype")
-    generic = ("id2label", "label2id", "problem_type", "output_attentions", "output_hidden_states",
-               "return_dict", "chunk_size_feed_forward", "is_encoder_decoder", "transformers_version",
-               "_name_or_path")
+    generic = (
+        "id2label",
+        "label2id",
+        "problem_type",
+        "output_attentions",
+        "output_hidden_states",
+        "return_dict",
+        "chunk_size_feed_forward",
+        "is_encoder_decoder",
+        "transformers_version",
+        "_name_or_path",
+    )
     for key in (*derived, *generic):
         cfg.pop(key, None)
     defaults = {k: v.default for k, v in inspect.signature(Phi4FlashConfig.__init__).parameters.items()}
@@ -244,8 +265,13 @@ def write_tiny_checkpoint(
     out = Path(out_dir)
     overrides = {k: v for k, v in sorted(config_overrides.items()) if TINY_DEFAULTS.get(k, object()) != v}
     params = dict(
-        format=_FORMAT, seed=seed, layers=layers, dtype=dtype, tokenizer_vocab=tokenizer_vocab,
-        include_lm_head=include_lm_head, overrides=overrides,
+        format=_FORMAT,
+        seed=seed,
+        layers=layers,
+        dtype=dtype,
+        tokenizer_vocab=tokenizer_vocab,
+        include_lm_head=include_lm_head,
+        overrides=overrides,
         corpus_sha256=hashlib.sha256(CORPUS.read_bytes()).hexdigest(),
     )
     params = json.loads(json.dumps(params))  # the form it takes after a round trip through the file
@@ -258,8 +284,12 @@ def write_tiny_checkpoint(
     # tokenizer's ids; stopping on them would be wrong: the real stop token is <|end|>, listed in
     # generation_config.json). Here all three point at <|endoftext|> like the tokenizer config.
     config = tiny_config(
-        _round_up(tok.get_vocab_size(), 64), num_hidden_layers=layers,
-        bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, **overrides,
+        _round_up(tok.get_vocab_size(), 64),
+        num_hidden_layers=layers,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        **overrides,
     )
     torch_dtype = getattr(torch, dtype)
     state = {}
@@ -273,7 +303,8 @@ def write_tiny_checkpoint(
         "config.json": json.dumps(published_style_config(config, dtype), indent=2, sort_keys=True) + "\n",
         "generation_config.json": json.dumps(
             {"bos_token_id": eot, "eos_token_id": [end, eot], "pad_token_id": eot}, indent=2
-        ) + "\n",
+        )
+        + "\n",
         **_tokenizer_files(tok, config.max_position_embeddings),
         "tiny_params.json": json.dumps(params, indent=2) + "\n",  # last: marks the directory complete
     }
@@ -321,8 +352,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--include-lm-head", action="store_true", help="also store the (tied) lm_head.weight")
     args = ap.parse_args(argv)
     path = write_tiny_checkpoint(
-        args.out_dir, seed=args.seed, layers=args.layers, dtype=args.dtype,
-        include_lm_head=args.include_lm_head, sliding_window=args.sliding_window,
+        args.out_dir,
+        seed=args.seed,
+        layers=args.layers,
+        dtype=args.dtype,
+        include_lm_head=args.include_lm_head,
+        sliding_window=args.sliding_window,
     )
     print(path)
     return 0
