@@ -17,7 +17,6 @@ from . import vllm_front
 
 DEFAULT_TINY = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vllm-sambay" / "tiny-sambay"
 MIDDLEWARE = "sambay_server.middleware.SambayMiddleware"
-REASONING_PARSER = "phi4_flash"
 
 
 def _given(flag: str, argv: list[str]) -> bool:
@@ -88,7 +87,7 @@ def parse_args(argv: list[str] | None = None):
         if not any(_given(f, argv) for f in ("--enforce-eager", "--no-enforce-eager", "-cc", "--compilation-config")):
             args.enforce_eager = True  # compilation costs minutes on small CPUs for little gain
     if not _given("--reasoning-parser", argv):
-        from vllm_sambay import register_reasoning_parser
+        from vllm_sambay import REASONING_PARSER, register_reasoning_parser
 
         register_reasoning_parser()  # vLLM checks the name before it loads plugins in some releases
         args.reasoning_parser = REASONING_PARSER

@@ -13,7 +13,8 @@ __all__ = ["Phi4FlashConfig", "register", "register_config"]
 __version__ = "0.1.0"
 
 MODEL_CLASS = "vllm_sambay.model:Phi4FlashForCausalLM"
-REASONING_PARSER = ("phi4_flash", "vllm_sambay.reasoning", "Phi4FlashReasoningParser")
+REASONING_PARSER = "phi4_flash"  # --reasoning-parser name
+REASONING_PARSER_CLASS = "vllm_sambay.reasoning:Phi4FlashReasoningParser"
 
 
 def register_config() -> None:
@@ -42,15 +43,9 @@ def register_reasoning_parser() -> None:
     """``--reasoning-parser phi4_flash`` for ``vllm serve`` and sambay-serve, imported only when chosen."""
     from vllm.reasoning import ReasoningParserManager
 
-    name, module, cls = REASONING_PARSER
-    lazy = getattr(ReasoningParserManager, "register_lazy_module", None)
-    if lazy is not None:
-        lazy(name=name, module_path=module, class_name=cls)
-    elif name not in ReasoningParserManager.reasoning_parsers:  # pragma: no cover - releases without lazy loading
-        import importlib
-
-        parser = getattr(importlib.import_module(module), cls)
-        ReasoningParserManager.register_module(name=name, module=parser)
+    module, cls = REASONING_PARSER_CLASS.split(":")
+    # register_lazy_module exists in every supported release (0.26 .. 0.33).
+    ReasoningParserManager.register_lazy_module(name=REASONING_PARSER, module_path=module, class_name=cls)
 
 
 register_config()

@@ -34,9 +34,8 @@ class Phi4FlashEngineConfig:
 
     @staticmethod
     def verify_and_update_config(vllm_config: VllmConfig) -> None:
-        model_config = vllm_config.model_config
-        adopt_config(model_config)
-        config: Phi4FlashConfig = model_config.hf_config
+        # Already ours: verify_and_update_model_config ran when vLLM built the ModelConfig.
+        config: Phi4FlashConfig = vllm_config.model_config.hf_config
         if vllm_config.speculative_config is not None:
             # Speculative decoding feeds several tokens per decode row and expects the Mamba
             # layers to keep a state per draft position; the plugin's Mamba step keeps one.
@@ -72,8 +71,8 @@ def warn_if_untested_runner(vllm_config: VllmConfig) -> None:
 
 
 def adopt_config(model_config: ModelConfig) -> None:
-    """Replace a foreign config object (the hub's remote-code ``Phi4FlashConfig`` under
-    ``--trust-remote-code``, or a plain ``PretrainedConfig``) by the plugin's own, which carries
+    """Replace a foreign config object (what an ``hf_overrides`` function returns, or a config
+    class another loader picked, e.g. a plain ``PretrainedConfig``) by the plugin's own, which carries
     the layer layout in ``layer_types``. It must happen before vLLM reads ``layer_types``:
     without it vLLM sets the 512-token window of the self-decoder on every attention layer."""
     hf_config = model_config.hf_config

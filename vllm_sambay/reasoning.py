@@ -4,7 +4,7 @@ Registered by :func:`vllm_sambay.register` so that stock ``vllm serve CKPT --rea
 phi4_flash`` returns the thinking in ``message.reasoning`` / ``delta.reasoning`` and counts
 ``usage.completion_tokens_details.reasoning_tokens``, exactly like vLLM's own parsers. All the
 splitting logic is vLLM's ``BaseThinkingReasoningParser`` (present in every release we support,
-0.26 .. 0.32): the model writes the opening tag itself, as DeepSeek-R1-style models do, and both
+0.26 .. 0.33): the model writes the opening tag itself, as DeepSeek-R1-style models do, and both
 tags are single tokens of its tokenizer, which is what that base class requires.
 """
 
@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from vllm.reasoning.basic_parsers import BaseThinkingReasoningParser
-
-NAME = "phi4_flash"
 
 
 class Phi4FlashReasoningParser(BaseThinkingReasoningParser):
