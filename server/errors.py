@@ -15,5 +15,5 @@ def error_body(status: int, message: str, param: str | None = None) -> dict:
     if status == 429:
         return {"error": {"message": message, "type": "rate_limit_error", "param": param, "code": status}}
     phrase = HTTPStatus(status).phrase.replace(" ", "").replace("-", "")
-    kind = "BadRequestError" if status == 400 else f"{phrase}Error" if not phrase.endswith("Error") else phrase
+    kind = phrase if phrase.endswith("Error") else f"{phrase}Error"  # 400 -> "BadRequestError"
     return {"error": {"message": message, "type": kind, "param": param, "code": status}}
