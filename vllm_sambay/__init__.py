@@ -25,7 +25,8 @@ def register_config() -> None:
 
 
 def register() -> None:
-    """vLLM general-plugin entry point: config class, engine-config hook, model."""
+    """vLLM general-plugin entry point: config class, engine-config hook, model, reasoning parser,
+    and the vLLM patches the platform and release need (``vllm_sambay.patches``)."""
     register_config()
     try:
         from vllm import ModelRegistry
@@ -37,6 +38,17 @@ def register() -> None:
     if ARCHITECTURE not in ModelRegistry.get_supported_archs():
         ModelRegistry.register_model(ARCHITECTURE, MODEL_CLASS)
     register_reasoning_parser()
+    apply_patches()
+
+
+def apply_patches() -> None:
+    """Fixes of vLLM bugs, each gated by platform and release and with its own opt-out.
+
+    ``cpu_seed_rewind`` (CPU only, ``VLLM_SAMBAY_CPU_SEED_REWIND=0`` to opt out) imports vLLM's
+    runner module; on the CPU platform that costs the front-end process ~0.8 s and ~26 MB once."""
+    from .patches import cpu_seed_rewind
+
+    cpu_seed_rewind.apply()
 
 
 def register_reasoning_parser() -> None:

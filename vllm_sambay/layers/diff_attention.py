@@ -18,9 +18,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 from vllm.config import CacheConfig
+from vllm.distributed import get_tensor_model_parallel_world_size
+from vllm.model_executor.layers.attention import Attention
+from vllm.model_executor.layers.linear import ColumnParallelLinear, QKVParallelLinear, RowParallelLinear
 from vllm.model_executor.layers.quantization import QuantizationConfig
 
-from .. import compat
 from ..config import SUBLN_EPS, LayerKind, LayerSpec, Phi4FlashConfig
 
 
@@ -71,7 +73,7 @@ class DifferentialAttention(nn.Module):
         prefix: str = "",
     ) -> None:
         super().__init__()
-        tp = compat.tp_world_size()
+        tp = get_tensor_model_parallel_world_size()
         hidden = config.hidden_size
         self.head_dim = d = hidden // config.num_attention_heads
         self.total_heads = config.num_attention_heads
@@ -84,11 +86,11 @@ class DifferentialAttention(nn.Module):
         self.lambda_init = spec.lambda_init
 
         if self.is_cross:
-            self.Wqkv = compat.ColumnParallelLinear(
+            self.Wqkv = ColumnParallelLinear(
                 hidden, self.total_heads * d, bias=True, quant_config=quant_config, prefix=f"{prefix}.Wqkv"
             )
         else:
-            self.Wqkv = compat.QKVParallelLinear(
+            self.Wqkv = QKVParallelLinear(
                 hidden,
                 d,
                 self.total_heads,
@@ -97,7 +99,7 @@ class DifferentialAttention(nn.Module):
                 quant_config=quant_config,
                 prefix=f"{prefix}.Wqkv",
             )
-        self.out_proj = compat.RowParallelLinear(
+        self.out_proj = RowParallelLinear(
             self.total_heads * d, hidden, bias=True, quant_config=quant_config, prefix=f"{prefix}.out_proj"
         )
         # Checkpoint: attn.inner_cross_attn.{lambda_*, subln.weight}; the loader drops the
@@ -109,7 +111,7 @@ class DifferentialAttention(nn.Module):
         kv_target = None
         if self.is_cross:
             kv_target = attention_prefix(model_prefix, spec.kv_source)
-        self.attn = compat.Attention(
+        self.attn = Attention(
             num_heads=self.num_heads,
             head_size=2 * d,
             scale=d**-0.5,

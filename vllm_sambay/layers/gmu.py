@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from vllm.model_executor.layers.linear import ColumnParallelLinear, RowParallelLinear
 from vllm.model_executor.layers.quantization import QuantizationConfig
 
-from .. import compat
 from ..config import Phi4FlashConfig
 
 
@@ -19,14 +19,14 @@ class GatedMemoryUnit(nn.Module):
         self, config: Phi4FlashConfig, *, quant_config: QuantizationConfig | None = None, prefix: str = ""
     ) -> None:
         super().__init__()
-        self.in_proj = compat.ColumnParallelLinear(
+        self.in_proj = ColumnParallelLinear(
             config.hidden_size,
             config.mamba_d_inner,
             bias=False,
             quant_config=quant_config,
             prefix=f"{prefix}.in_proj",
         )
-        self.out_proj = compat.RowParallelLinear(
+        self.out_proj = RowParallelLinear(
             config.mamba_d_inner,
             config.hidden_size,
             bias=False,

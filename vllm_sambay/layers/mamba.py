@@ -12,7 +12,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from vllm.config import CacheConfig, ModelConfig
+from vllm.distributed import get_tensor_model_parallel_world_size
 from vllm.forward_context import get_forward_context
+from vllm.model_executor.layers.mamba.mamba_mixer import MambaMixer
+from vllm.model_executor.layers.mamba.mamba_utils import is_conv_state_dim_first
 from vllm.platforms import current_platform
 from vllm.v1.attention.backends.mamba1_attn import Mamba1AttentionMetadata
 
@@ -21,7 +24,15 @@ from ..config import LayerKind, LayerSpec, Phi4FlashConfig
 from ..ops import select_mamba_ops
 
 
-class SambaYMamba(compat.MambaMixer):
+def conv_state_view(conv_state: torch.Tensor) -> torch.Tensor:
+    """The conv state as [slots, dim, d_conv - 1], a view of the cache in either layout.
+
+    Not a release difference but a run-time one, in every supported release: the layout is
+    ``VLLM_SSM_CONV_STATE_LAYOUT`` ("SD" by default), and vLLM's CPU platform may force it."""
+    return conv_state if is_conv_state_dim_first() else conv_state.transpose(-1, -2)
+
+
+class SambaYMamba(MambaMixer):
     def __init__(
         self,
         config: Phi4FlashConfig,
@@ -46,7 +57,7 @@ class SambaYMamba(compat.MambaMixer):
         )
         self.hidden_size = config.hidden_size
         self.emits_memory = spec.kind is LayerKind.MAMBA_MEMORY
-        self.local_inner = config.mamba_d_inner // compat.tp_world_size()
+        self.local_inner = config.mamba_d_inner // get_tensor_model_parallel_world_size()
         # Resolved once here: the forward path reads no environment and imports nothing.
         self.ops = select_mamba_ops(current_platform.is_cuda())
 
@@ -77,7 +88,7 @@ class SambaYMamba(compat.MambaMixer):
         the ungated scan output y (including D*x) for the real tokens, and their count."""
         ops = self.ops
         conv_state, ssm_state = compat.mamba_states(self)
-        conv_state = compat.conv_state_view(conv_state)
+        conv_state = conv_state_view(conv_state)
         weight = self.conv1d.weight.view(self.conv1d.weight.shape[0], -1)
         bias = self.conv1d.bias
         dt_bias = self.dt_proj.bias
