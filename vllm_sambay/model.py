@@ -1,10 +1,11 @@
 """``Phi4FlashForCausalLM`` (SambaY) for the vLLM V1 engine.
 
-Layer kinds come from :func:`vllm_sambay.config.Phi4FlashConfig.layer_layout`:
-Mamba-1 layers hold conv/ssm state slots, sliding and global differential attention layers own
-paged KV, cross layers read the global layer's KV through vLLM's KV sharing, and GMU layers
-gate the memory that Mamba layer N/2 exports. Module names mirror the HF checkpoint
-(``model.layers.{i}.attn.*``) so weights load by name.
+Layer kinds come from :func:`vllm_sambay.config.Phi4FlashConfig.layer_layout`, one decoder-layer
+class per kind (:mod:`vllm_sambay.layers.decoder`): Mamba-1 layers hold conv/ssm state slots,
+sliding and global differential attention layers own paged KV, cross layers read the global
+layer's KV through vLLM's KV sharing, and GMU layers gate the memory that Mamba layer N/2
+exports. The checkpoint names every mixer ``attn``; :attr:`Phi4FlashForCausalLM.hf_to_vllm_mapper`
+maps its names onto the modules' for weights and quantization configs.
 """
 
 from __future__ import annotations
@@ -16,101 +17,20 @@ from torch import nn
 from vllm.compilation.decorators import support_torch_compile
 from vllm.config import VllmConfig
 from vllm.forward_context import get_forward_context
-from vllm.model_executor.layers.activation import SiluAndMul
-from vllm.model_executor.layers.linear import MergedColumnParallelLinear, RowParallelLinear
 from vllm.model_executor.layers.logits_processor import LogitsProcessor
 from vllm.model_executor.layers.mamba.mamba_utils import (
     MambaStateCopyFuncCalculator,
     MambaStateDtypeCalculator,
     MambaStateShapeCalculator,
 )
-from vllm.model_executor.layers.quantization import QuantizationConfig
 from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
 from vllm.model_executor.models.interfaces import HasInnerState, IsHybrid
 from vllm.model_executor.models.utils import AutoWeightsLoader, WeightsMapper, maybe_prefix
 from vllm.sequence import IntermediateTensors
 from vllm.v1.attention.backends.utils import KVSharingFastPrefillMetadata
 
-from .config import LayerKind, LayerSpec, Phi4FlashConfig
-from .layers.diff_attention import DifferentialAttention
-from .layers.gmu import GatedMemoryUnit
-from .layers.mamba import SambaYMamba
-
-
-class SambaYMLP(nn.Module):
-    """fc1 = [gate | up] (gate rows first), fc2(silu(gate) * up)."""
-
-    def __init__(
-        self, config: Phi4FlashConfig, *, quant_config: QuantizationConfig | None = None, prefix: str = ""
-    ) -> None:
-        super().__init__()
-        inter = config.intermediate_size
-        self.fc1 = MergedColumnParallelLinear(
-            config.hidden_size, [inter, inter], bias=False, quant_config=quant_config, prefix=f"{prefix}.fc1"
-        )
-        self.fc2 = RowParallelLinear(
-            inter, config.hidden_size, bias=False, quant_config=quant_config, prefix=f"{prefix}.fc2"
-        )
-        self.act = SiluAndMul()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, _ = self.fc1(x)
-        out, _ = self.fc2(self.act(h))
-        return out
-
-
-class SambaYDecoderLayer(nn.Module):
-    """Pre-norm block: x += mixer(LN(x)); x += MLP(LN(x)). The residual stream stays float32
-    (as in the reference implementation); norms and mixers run in the model dtype."""
-
-    def __init__(self, config: Phi4FlashConfig, spec: LayerSpec, vllm_config: VllmConfig, prefix: str) -> None:
-        super().__init__()
-        self.spec = spec
-        cache_config = vllm_config.cache_config
-        quant_config = vllm_config.quant_config
-        self.input_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.post_attention_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.mlp = SambaYMLP(config, quant_config=quant_config, prefix=f"{prefix}.mlp")
-        model_prefix = prefix.rsplit(".layers.", 1)[0]
-        self.attn: nn.Module
-        if spec.is_mamba:
-            self.attn = SambaYMamba(
-                config,
-                spec,
-                model_config=vllm_config.model_config,
-                cache_config=cache_config,
-                prefix=f"{prefix}.attn",
-            )
-        elif spec.kind is LayerKind.GMU:
-            self.attn = GatedMemoryUnit(config, quant_config=quant_config, prefix=f"{prefix}.attn")
-        else:
-            self.attn = DifferentialAttention(
-                config,
-                spec,
-                cache_config=cache_config,
-                quant_config=quant_config,
-                model_prefix=model_prefix,
-                prefix=f"{prefix}.attn",
-            )
-
-    def forward(self, residual: torch.Tensor, memory: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        dtype = self.input_layernorm.weight.dtype
-        h = self.input_layernorm(residual.to(dtype))
-        if self.spec.is_mamba:
-            buf = torch.empty(h.shape[0], self.attn.output_width(), dtype=dtype, device=h.device)
-            self.attn(h, buf)
-            mixed = buf[:, : h.shape[1]]
-            if self.attn.emits_memory:
-                memory = buf[:, h.shape[1] :]
-        elif self.spec.kind is LayerKind.GMU:
-            assert memory is not None, "GMU layer before the memory layer"
-            mixed = self.attn(h, memory)
-        else:
-            mixed = self.attn(h)
-        residual = residual + mixed.float()
-        h = self.post_attention_layernorm(residual.to(dtype))
-        residual = residual + self.mlp(h).float()
-        return residual, memory
+from .config import Phi4FlashConfig
+from .layers.decoder import checkpoint_to_module_names, decoder_layer
 
 
 def fast_prefill_enabled(vllm_config: VllmConfig) -> bool:
@@ -196,7 +116,7 @@ class SambaYModel(nn.Module):
             prefix=f"{prefix}.embed_tokens",
         )
         self.layers = nn.ModuleList(
-            SambaYDecoderLayer(config, spec, vllm_config, prefix=f"{prefix}.layers.{spec.index}")
+            decoder_layer(config, spec, vllm_config, prefix=f"{prefix}.layers.{spec.index}")
             for spec in config.layer_layout
         )
         self.final_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -223,11 +143,11 @@ class SambaYModel(nn.Module):
             # replay on the same addresses.
             rows = vllm_config.scheduler_config.max_num_batched_tokens
             device = self.final_layernorm.weight.device
-            self.sampled_layer_name = self.layers[-1].attn.attn.layer_name
+            self.sampled_layer_name = self.layers[-1].cross_attn.attn.layer_name
             self.residual_rows = torch.zeros(rows, config.hidden_size, dtype=torch.float32, device=device)
             self.memory_rows = torch.zeros(
                 rows,
-                self.layers[config.memory_layer].attn.local_inner,
+                self.layers[config.memory_layer].mamba.local_inner,
                 dtype=vllm_config.model_config.dtype,
                 device=device,
             )
@@ -270,6 +190,7 @@ class SambaYModel(nn.Module):
 class Phi4FlashForCausalLM(nn.Module, HasInnerState, IsHybrid):
     """SambaY (Phi-4-mini-flash-reasoning) on vLLM V1."""
 
+    # The layout-independent part; __init__ adds the per-layer mixer names of this config's layout.
     hf_to_vllm_mapper = WeightsMapper(
         orig_to_new_substr={".inner_cross_attn.": ".", ".A_log": ".A"},
     )
@@ -286,6 +207,7 @@ class Phi4FlashForCausalLM(nn.Module, HasInnerState, IsHybrid):
             )
         self.config = config
         self.vllm_config = vllm_config
+        self.hf_to_vllm_mapper = type(self).hf_to_vllm_mapper | checkpoint_to_module_names(config)
         self.model = SambaYModel(vllm_config=vllm_config, prefix=maybe_prefix(prefix, "model"))
         self.lm_head = ParallelLMHead(
             config.vocab_size,

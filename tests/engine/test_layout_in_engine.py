@@ -28,8 +28,9 @@ def test_window_only_on_self_decoder_with_int_window_and_no_layer_types(tiny_che
     expected = {}
     for spec in tiny_config.layer_layout:
         if spec.is_attention:
-            target = f"model.layers.{spec.kv_source}.attn.attn" if spec.kv_source is not None else None
-            expected[f"model.layers.{spec.index}.attn.attn"] = (spec.sliding_window, target)
+            target = f"model.layers.{spec.kv_source}.self_attn.attn" if spec.kv_source is not None else None
+            mixer = "cross_attn" if spec.kind is LayerKind.CROSS_ATTENTION else "self_attn"
+            expected[f"model.layers.{spec.index}.{mixer}.attn"] = (spec.sliding_window, target)
     assert layers == expected
     kinds = {s.kind for s in tiny_config.layer_layout}
     assert {LayerKind.SLIDING_ATTENTION, LayerKind.FULL_ATTENTION, LayerKind.CROSS_ATTENTION} <= kinds

@@ -26,11 +26,6 @@ from vllm.model_executor.layers.quantization import QuantizationConfig
 from ..config import SUBLN_EPS, LayerKind, LayerSpec, Phi4FlashConfig
 
 
-def attention_prefix(model_prefix: str, layer_idx: int) -> str:
-    """Name of the vLLM ``Attention`` module of a layer (the KV-sharing target name)."""
-    return f"{model_prefix}.layers.{layer_idx}.attn.attn"
-
-
 def pack_query(q: torch.Tensor, num_heads: int, num_kv_heads: int, head_dim: int) -> torch.Tensor:
     """[T, H*d] -> [T, H*2d]: for each packed KV group g, its q1 heads as [q1|0], then its q2
     heads as [0|q2], so that standard GQA (q head h -> kv head h // (2H/KV)) pairs them with
@@ -69,9 +64,11 @@ class DifferentialAttention(nn.Module):
         *,
         cache_config: CacheConfig | None = None,
         quant_config: QuantizationConfig | None = None,
-        model_prefix: str = "model",
+        kv_sharing_target: str | None = None,
         prefix: str = "",
     ) -> None:
+        """``kv_sharing_target``: for a cross-attention layer, the name of the vLLM ``Attention``
+        module whose KV cache it reads (the global layer's)."""
         super().__init__()
         tp = get_tensor_model_parallel_world_size()
         hidden = config.hidden_size
@@ -108,9 +105,8 @@ class DifferentialAttention(nn.Module):
             setattr(self, name, nn.Parameter(torch.zeros(d, dtype=torch.float32)))
         self.subln = _SubLN(2 * d)
 
-        kv_target = None
-        if self.is_cross:
-            kv_target = attention_prefix(model_prefix, spec.kv_source)
+        if self.is_cross != (kv_sharing_target is not None):
+            raise ValueError(f"{prefix}: a cross-attention layer and only it reads another layer's KV")
         self.attn = Attention(
             num_heads=self.num_heads,
             head_size=2 * d,
@@ -120,7 +116,7 @@ class DifferentialAttention(nn.Module):
             quant_config=quant_config,
             per_layer_sliding_window=spec.sliding_window,
             prefix=f"{prefix}.attn",
-            kv_sharing_target_layer_name=kv_target,
+            kv_sharing_target_layer_name=kv_sharing_target,
         )
 
     def pack_query(self, q: torch.Tensor) -> torch.Tensor:
