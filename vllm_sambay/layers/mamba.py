@@ -32,6 +32,23 @@ def conv_state_view(conv_state: torch.Tensor) -> torch.Tensor:
     return conv_state if is_conv_state_dim_first() else conv_state.transpose(-1, -2)
 
 
+def conv_taps(conv1d: torch.nn.Module) -> torch.Tensor:
+    """The depthwise conv weight as [dim, d_conv], whatever vLLM did to the parameter.
+
+    On a CPU with bf16 dot products (avx512_bf16, or Arm bf16), vLLM's unquantized linear method
+    repacks a bf16 ``[dim, 1, 4]`` conv1d weight after loading for its own C++ conv kernel
+    (``dispatch_cpu_unquantized_gemm``, in 0.26 .. 0.34) and keeps the plain taps in
+    ``_cpu_unpacked_conv_weight``; reading ``weight`` there gives the packed bytes. Found when bf16
+    on this CPU diverged from float32 from the first Mamba layer on."""
+    unpacked = getattr(conv1d, "_cpu_unpacked_conv_weight", None)
+    if unpacked is not None:
+        return unpacked
+    weight = conv1d.weight
+    if weight.dim() != 3 or weight.shape[1] != 1:
+        raise RuntimeError(f"conv1d weight of shape {tuple(weight.shape)} is not [dim, 1, d_conv] taps")
+    return weight.view(weight.shape[0], -1)
+
+
 class SambaYMamba(MambaMixer):
     def __init__(
         self,
@@ -89,7 +106,7 @@ class SambaYMamba(MambaMixer):
         ops = self.ops
         conv_state, ssm_state = compat.mamba_states(self)
         conv_state = conv_state_view(conv_state)
-        weight = self.conv1d.weight.view(self.conv1d.weight.shape[0], -1)
+        weight = conv_taps(self.conv1d)
         bias = self.conv1d.bias
         dt_bias = self.dt_proj.bias
         nd, np_ = meta.num_decode_tokens, meta.num_prefill_tokens
