@@ -24,13 +24,18 @@ from vllm.model_executor.layers.mamba.mamba_utils import (
     MambaStateShapeCalculator,
 )
 from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
-from vllm.model_executor.models.interfaces import HasInnerState, IsHybrid
+from vllm.model_executor.models.interfaces import HasInnerState, IsHybrid, SupportsQuant
 from vllm.model_executor.models.utils import AutoWeightsLoader, WeightsMapper, maybe_prefix
 from vllm.sequence import IntermediateTensors
 from vllm.v1.attention.backends.utils import KVSharingFastPrefillMetadata
 
 from .config import Phi4FlashConfig
 from .layers.decoder import checkpoint_to_module_names, decoder_layer
+from .quantization import (
+    is_checkpoint_quantization,
+    refuse_config_quantizing_kept_layers,
+    refuse_quantized_tensors,
+)
 
 
 def fast_prefill_enabled(vllm_config: VllmConfig) -> bool:
@@ -109,11 +114,9 @@ class SambaYModel(nn.Module):
         config: Phi4FlashConfig = vllm_config.model_config.hf_config
         self.config = config
         # Registered first, so parameter names stay those of the checkpoint (model.layers.N...).
+        # Never quantized (vllm_sambay.quantization.KEPT_UNQUANTIZED): a row lookup, and the tied head's matrix.
         self.embed_tokens = VocabParallelEmbedding(
-            config.vocab_size,
-            config.hidden_size,
-            quant_config=vllm_config.quant_config,
-            prefix=f"{prefix}.embed_tokens",
+            config.vocab_size, config.hidden_size, prefix=f"{prefix}.embed_tokens"
         )
         self.layers = nn.ModuleList(
             decoder_layer(config, spec, vllm_config, prefix=f"{prefix}.layers.{spec.index}")
@@ -187,13 +190,18 @@ class SambaYModel(nn.Module):
         return hidden
 
 
-class Phi4FlashForCausalLM(nn.Module, HasInnerState, IsHybrid):
-    """SambaY (Phi-4-mini-flash-reasoning) on vLLM V1."""
+class Phi4FlashForCausalLM(nn.Module, HasInnerState, IsHybrid, SupportsQuant):
+    """SambaY (Phi-4-mini-flash-reasoning) on vLLM V1. Quantization: :mod:`vllm_sambay.quantization`."""
 
-    # The layout-independent part; __init__ adds the per-layer mixer names of this config's layout.
+    # The layout-independent part (SupportsQuant applies it to a quantization config before
+    # __init__); __init__ adds the per-layer mixer names of this config's layout.
     hf_to_vllm_mapper = WeightsMapper(
         orig_to_new_substr={".inner_cross_attn.": ".", ".A_log": ".A"},
     )
+    # The checkpoint already stores these fused, under the names vLLM's layers have: q|k|v in
+    # Wqkv, gate|up in fc1, x|z in Mamba's in_proj. Declared so that quantization configs treat
+    # each as one layer (one scheme for all its shards), not as unknown names.
+    packed_modules_mapping = {"Wqkv": ["Wqkv"], "fc1": ["fc1"], "in_proj": ["in_proj"]}
 
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
         super().__init__()
@@ -207,15 +215,22 @@ class Phi4FlashForCausalLM(nn.Module, HasInnerState, IsHybrid):
             )
         self.config = config
         self.vllm_config = vllm_config
-        self.hf_to_vllm_mapper = type(self).hf_to_vllm_mapper | checkpoint_to_module_names(config)
+        layer_names = checkpoint_to_module_names(config)
+        self.hf_to_vllm_mapper = type(self).hf_to_vllm_mapper | layer_names
+        quant_config = vllm_config.quant_config
+        if quant_config is not None:  # before any layer asks it: checkpoint layer names -> ours
+            quant_config.apply_vllm_mapper(layer_names)
         self.model = SambaYModel(vllm_config=vllm_config, prefix=maybe_prefix(prefix, "model"))
+        tied = config.tie_word_embeddings
         self.lm_head = ParallelLMHead(
             config.vocab_size,
             config.hidden_size,
-            quant_config=vllm_config.quant_config,
+            quant_config=None if tied else quant_config,  # a tied head is the (unquantized) embedding
             prefix=maybe_prefix(prefix, "lm_head"),
         )
-        if config.tie_word_embeddings:
+        if quant_config is not None and is_checkpoint_quantization(config):
+            refuse_config_quantizing_kept_layers(self, quant_config, tied_head=tied)
+        if tied:
             self.lm_head = self.lm_head.tie_weights(self.model.embed_tokens)
         self.logits_processor = LogitsProcessor(config.vocab_size)
 
@@ -261,4 +276,4 @@ class Phi4FlashForCausalLM(nn.Module, HasInnerState, IsHybrid):
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         if self.config.tie_word_embeddings:  # the head is the embedding; a stored copy is redundant
             weights = ((name, w) for name, w in weights if not name.startswith("lm_head."))
-        return AutoWeightsLoader(self).load_weights(weights, mapper=self.hf_to_vllm_mapper)
+        return AutoWeightsLoader(self).load_weights(refuse_quantized_tensors(weights), mapper=self.hf_to_vllm_mapper)

@@ -99,6 +99,7 @@ class MambaDecoderLayer(SambaYDecoderLayer):
             spec,
             model_config=vllm_config.model_config,
             cache_config=vllm_config.cache_config,
+            quant_config=vllm_config.quant_config,
             prefix=f"{prefix}.{self.mixer_name}",
         )
 

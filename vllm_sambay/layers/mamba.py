@@ -5,6 +5,10 @@ It reuses vLLM's ``MambaMixer`` for parameters, weight loaders, state shape/dtyp
 kernels come from :mod:`vllm_sambay.ops` (torch on CPU, vLLM CUDA kernels on GPU), and the
 memory layer (index N/2) also returns the ungated scan output, written into extra columns of
 the op's output buffer.
+
+``MambaMixer`` takes no quantization config (in 0.26 .. 0.34), so with one the layer rebuilds
+``in_proj`` and ``out_proj`` (96 % of its weights) as the same vLLM linear layers with it;
+``x_proj``, ``dt_proj`` and ``conv1d`` stay unquantized (:mod:`vllm_sambay.quantization`).
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import torch.nn.functional as F
 from vllm.config import CacheConfig, ModelConfig
 from vllm.distributed import get_tensor_model_parallel_world_size
 from vllm.forward_context import get_forward_context
+from vllm.model_executor.layers.linear import MergedColumnParallelLinear, RowParallelLinear
 from vllm.model_executor.layers.mamba.mamba_mixer import MambaMixer
 from vllm.model_executor.layers.mamba.mamba_utils import is_conv_state_dim_first
+from vllm.model_executor.layers.quantization import QuantizationConfig
 from vllm.platforms import current_platform
 from vllm.v1.attention.backends.mamba1_attn import Mamba1AttentionMetadata
 
@@ -57,6 +63,7 @@ class SambaYMamba(MambaMixer):
         *,
         model_config: ModelConfig | None = None,
         cache_config: CacheConfig | None = None,
+        quant_config: QuantizationConfig | None = None,
         prefix: str = "",
     ) -> None:
         super().__init__(
@@ -72,6 +79,22 @@ class SambaYMamba(MambaMixer):
             cache_config=cache_config,
             prefix=prefix,
         )
+        if quant_config is not None:  # same layers, shapes and weight loaders as MambaMixer's, quantized
+            self.in_proj = MergedColumnParallelLinear(
+                config.hidden_size,
+                [config.mamba_d_inner] * 2,
+                bias=config.mamba_proj_bias,
+                quant_config=quant_config,
+                prefix=f"{prefix}.in_proj",
+            )
+            self.out_proj = RowParallelLinear(
+                config.mamba_d_inner,
+                config.hidden_size,
+                bias=config.mamba_proj_bias,
+                input_is_parallel=True,
+                quant_config=quant_config,
+                prefix=f"{prefix}.out_proj",
+            )
         self.hidden_size = config.hidden_size
         self.emits_memory = spec.kind is LayerKind.MAMBA_MEMORY
         self.local_inner = config.mamba_d_inner // get_tensor_model_parallel_world_size()

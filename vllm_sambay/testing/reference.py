@@ -374,9 +374,11 @@ class SambaYReference(nn.Module):
     """SambaY (Phi-4-mini-flash) for one sequence at a time. See the module docstring.
 
     ``state_dict`` uses the published HF key names; ``lm_head.weight`` may be present or absent
-    (the head is tied to ``model.embed_tokens`` either way). ``None`` loads the tiny factory's
-    random weights (``vllm_sambay.testing.tiny.random_state_dict(config, seed=0)``). Weights are cast to
-    ``dtype`` and every computation, residual stream included, runs in it.
+    (the head is tied to ``model.embed_tokens`` either way), unless the config says
+    ``tie_word_embeddings: false`` (a quantized checkpoint with its own head): then it is required.
+    ``None`` loads the tiny factory's random weights
+    (``vllm_sambay.testing.tiny.random_state_dict(config, seed=0)``). Weights are cast to ``dtype``
+    and every computation, residual stream included, runs in it.
     """
 
     def __init__(
@@ -390,6 +392,9 @@ class SambaYReference(nn.Module):
         with torch.device("meta"):  # no random init of weights that are overwritten anyway
             self.model = SambaYDecoder(config)
         self.model.to(dtype).to_empty(device="cpu")
+        self.lm_head: nn.Linear | None = None
+        if not config.tie_word_embeddings:
+            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False, dtype=dtype)
         if state_dict is None:
             from .tiny import random_state_dict
 
@@ -408,7 +413,8 @@ class SambaYReference(nn.Module):
         (except a tied ``lm_head.weight``, which must then equal the embedding)."""
         own = dict(self.named_parameters())
         given = dict(state_dict)
-        lm_head = given.pop("lm_head.weight", None)
+        # Tied: a stored head is a redundant copy. Untied: a parameter like any other.
+        lm_head = given.pop("lm_head.weight", None) if self.lm_head is None else None
         missing = sorted(own.keys() - given.keys())
         unexpected = sorted(given.keys() - own.keys())
         if missing or unexpected:
@@ -421,7 +427,11 @@ class SambaYReference(nn.Module):
                     f"{key}: shape {tuple(tensor.shape)} in the state dict, expected {tuple(own[key].shape)}"
                 )
         embed = given["model.embed_tokens.weight"]
-        if lm_head is not None and not (lm_head.shape == embed.shape and torch.equal(lm_head.to(embed.dtype), embed)):
+        if (
+            self.lm_head is None
+            and lm_head is not None
+            and not (lm_head.shape == embed.shape and torch.equal(lm_head.to(embed.dtype), embed))
+        ):
             raise ValueError("lm_head.weight differs from model.embed_tokens.weight, but SambaY ties them")
         with torch.no_grad():
             for key, tensor in given.items():
@@ -454,8 +464,9 @@ class SambaYReference(nn.Module):
         return ids
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Final LayerNorm, then the tied head: no bias, no scaling."""
-        return self.model.final_layernorm(x) @ self.model.embed_tokens.weight.t()
+        """Final LayerNorm, then the head (tied: the embedding): no bias, no scaling."""
+        head = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return self.model.final_layernorm(x) @ head.t()
 
     # -- parallel path --------------------------------------------------------------------------
     @torch.no_grad()
