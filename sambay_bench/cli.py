@@ -25,7 +25,7 @@ from typing import Any
 from sambay_client.workload import PAPER as PAPER_WORKLOAD
 from sambay_client.workload import PAPER_CONCURRENCY, PAPER_WARMUP_PER_CLIENT
 
-from .models import MODELS, SIZES, write_model
+from .models import MODELS, QUANTIZATIONS, SIZES, write_model
 from .results import Results, parse_event
 
 MODES = ("serve", "decode", "genlen", "ttft")
@@ -123,6 +123,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--models", type=name_list(MODELS), default=list(MODELS))
     run.add_argument("--size", choices=SIZES, default="full", help="full: the real configs; tiny: CI smoke sizes")
     run.add_argument("--dtype", default=None, help="default bfloat16 on a GPU, float32 on CPU")
+    run.add_argument(
+        "--quantization",
+        choices=QUANTIZATIONS,
+        help="SambaY as a compressed-tensors checkpoint of this scheme (what vllm_sambay.quantize writes)",
+    )
     run.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     run.add_argument("--max-model-len", type=int)
     run.add_argument(
@@ -190,6 +195,9 @@ def resolve(args: argparse.Namespace, has_gpu: bool) -> dict[str, Any]:
     s["enforce_eager"] = (not has_gpu) if args.enforce_eager is None else args.enforce_eager
     for key in ("modes", "models", "size", "gpu_memory_utilization", "time_budget_s", "startup_timeout_s", "hbm_tbps"):
         s[key] = getattr(args, key)
+    s["quantization"] = args.quantization
+    if args.quantization and s["models"] != ["sambay"]:
+        raise SystemExit("sambay-bench: --quantization applies to SambaY only; add --models sambay")
     s["engine_args"] = [{"model": m, "key": k, "value": v} for m, k, v in args.engine_arg]
     if s["jitter"] < 0 or s["jitter"] >= 1:
         raise SystemExit("sambay-bench: --jitter must be in [0, 1)")
@@ -473,7 +481,7 @@ class Bench:
         s = self.s
         self.log.say(f"sambay-bench: {' '.join(self.results.doc['command'])}")
         for model in s["models"]:
-            model_dir = write_model(self.out / "models", model, s["size"])
+            model_dir = write_model(self.out / "models", model, s["size"], s["quantization"])
             cfg = json.loads((model_dir / "config.json").read_text())
             cost = decode_bytes(model, s["size"], dtype_bytes=dtype_bytes(s["dtype"]))
             self.results.doc["models"][model] = {

@@ -166,11 +166,49 @@ def write_tokenizer(out: Path, vocab_size: int) -> None:
     )
 
 
-def write_model(root: str | Path, model: str, size: str) -> Path:
-    """``root/<model>-<size>`` with config.json and the benchmark tokenizer (no weights: vLLM runs
-    it with ``load_format="dummy"``). Rewritten each time; it takes well under a second."""
+QUANTIZATIONS = ("W8A8", "W4A16")
+
+
+def quantization_config(scheme: str) -> dict[str, Any]:
+    """The ``quantization_config`` that ``python -m vllm_sambay.quantize --scheme SCHEME`` writes
+    (compressed-tensors; tests/engine/test_quantized.py holds the two equal), for dummy-weight runs:
+    vLLM then builds and times the quantized layers without a converted checkpoint on disk."""
+    from vllm_sambay.quantization import CHECKPOINT_IGNORE
+
+    if scheme not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantization {scheme!r}; known: {', '.join(QUANTIZATIONS)}")
+    int_args = {"type": "int", "symmetric": True, "dynamic": False, "group_size": None}
+    if scheme == "W8A8":
+        weights = {**int_args, "num_bits": 8, "strategy": "channel"}
+        inputs = {**int_args, "num_bits": 8, "strategy": "token", "dynamic": True}
+        fmt = "int-quantized"
+    else:
+        weights, inputs, fmt = (
+            {**int_args, "num_bits": 4, "strategy": "group", "group_size": 128},
+            None,
+            "pack-quantized",
+        )
+    group = {"targets": ["Linear", "lm_head"], "weights": weights, "input_activations": inputs, "format": fmt}
+    return {
+        "quant_method": "compressed-tensors",
+        "format": fmt,
+        "quantization_status": "compressed",
+        "config_groups": {"config_group_0": group},
+        "ignore": list(CHECKPOINT_IGNORE),
+    }
+
+
+def write_model(root: str | Path, model: str, size: str, quantization: str | None = None) -> Path:
+    """``root/<model>-<size>[-<quantization>]`` with config.json and the benchmark tokenizer (no
+    weights: vLLM runs it with ``load_format="dummy"``). Rewritten each time; it takes well under a
+    second. A quantized SambaY stores its head untied, as the recipe writes it."""
     cfg = config_dict(model, size)
-    out = Path(root) / f"{model}-{size}"
+    if quantization is not None:
+        if model != "sambay":
+            raise ValueError(f"--quantization applies to sambay only, not {model!r}")
+        cfg["quantization_config"] = quantization_config(quantization)
+        cfg["tie_word_embeddings"] = False
+    out = Path(root) / (f"{model}-{size}" + (f"-{quantization.lower()}" if quantization else ""))
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     write_tokenizer(out, cfg["vocab_size"])

@@ -3,6 +3,7 @@
 # writes a run directory under $OUT (bench.json, bench.log, logs/, summary.md, PNGs).
 #   bash scripts/gpu/bench.sh offline   # modes 2-4: decode sweep, latency vs generation length, TTFT
 #   bash scripts/gpu/bench.sh serve     # mode 1: closed-loop clients through vLLM's OpenAI server
+#   bash scripts/gpu/bench.sh fp8       # decode B=1 at 2K and 8K + TTFT 2K, SambaY bf16 vs online FP8
 # Budgets are per mode and model, engine start-up excluded (full size with CUDA graphs: ~1.5 min per
 # engine); the JSON lists every point a budget cut. Knobs: BUDGET_S, SERVE_BUDGET_S, CONCURRENCY,
 # SERVE_OUTPUT_LEN, SERVE_REQUESTS_PER_CLIENT, BATCHES, CONTEXTS, GEN_LENS, MAX_MODEL_LEN, GPU_UTIL,
@@ -30,6 +31,15 @@ for part in "$@"; do
         --time-budget-s "${SERVE_BUDGET_S:-240}" --concurrency "${CONCURRENCY:-1,4,16}" \
         --output-len "${SERVE_OUTPUT_LEN:-2000}" --requests-per-client "${SERVE_REQUESTS_PER_CLIENT:-1}"
       echo "rc=$?" ;;
-    *) echo "unknown part $part (offline, serve)" ;;
+    fp8)
+      for q in bf16 fp8; do
+        extra=()
+        [ "$q" = fp8 ] && extra=(--engine-arg sambay:quantization=fp8)
+        "$PY" -m sambay_bench.cli run --out "$OUT/bench-$q" --models sambay --modes decode,ttft "${common[@]}" \
+          "${extra[@]}" --time-budget-s "${BUDGET_S:-60}" --batches 1 --contexts "${CONTEXTS:-2048,8192}" \
+          --ttft-prompt-lens 2048 --ttft-repeats 2
+        echo "rc=$? ($q)"
+      done ;;
+    *) echo "unknown part $part (offline, serve, fp8)" ;;
   esac
 done

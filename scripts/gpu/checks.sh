@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # GPU checks on the lent H100 (vLLM 0.26.0 in the host venv); logs and JSON go to $OUT.
-#   bash scripts/gpu/checks.sh fp32-eager fp32-torchops bf16-graphs fp32-graphs bf16-fastprefill smoke triton micro
+#   bash scripts/gpu/checks.sh fp32-eager fp32-torchops bf16-graphs fp32-graphs bf16-fastprefill fp8-graphs smoke triton micro
+# fp8-*: vLLM's online FP8 (--quantization fp8: per-tensor weights, dynamic activations) on every linear
+# layer the plugin quantizes, Mamba in_proj/out_proj included; the reference keeps the bf16 checkpoint's
+# weights, so the JSON reports FP8's error (expect token agreement < 1), and rc != 0 means it did not run.
 set -uo pipefail
 PY=${PY:-/opt/torch/.venv/bin/python3}
 OUT=${OUT:-/tmp/out}
@@ -18,6 +21,8 @@ for name in "$@"; do
     bf16-graphs)   ckpt=/root/tiny16 dtype=bfloat16 flag= ops=auto ;;
     fp32-fastprefill) ckpt=/root/tiny32 dtype=float32 flag=--kv-sharing-fast-prefill ops=auto ;;
     bf16-fastprefill) ckpt=/root/tiny16 dtype=bfloat16 flag=--kv-sharing-fast-prefill ops=auto ;;
+    fp8-eager)     ckpt=/root/tiny16 dtype=bfloat16 flag="--enforce-eager --quantization fp8" ops=auto ;;
+    fp8-graphs)    ckpt=/root/tiny16 dtype=bfloat16 flag="--quantization fp8" ops=auto ;;
     triton)
       echo "== fused Triton decode kernel, compiled (not interpreted), fp32/fp16/bf16"
       TRITON_INTERPRET=0 $PY -m pytest -q -p no:cacheprovider tests/unit/triton_kernel_cases.py \

@@ -109,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-num-seqs", type=int, default=8)
     ap.add_argument("--no-prefix-caching", action="store_true")
     ap.add_argument("--kv-sharing-fast-prefill", action="store_true", help="YOCO: cross-decoder on sampled rows only")
+    ap.add_argument(
+        "--quantization",
+        help="vLLM online quantization (e.g. fp8 on a GPU); the reference keeps the checkpoint's weights, so "
+        "the report measures the quantization error, not a kernel's faithfulness",
+    )
     ap.add_argument("--output", type=Path)
     args = ap.parse_args(argv)
 
@@ -129,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         enable_prefix_caching=not args.no_prefix_caching,
         max_model_len=max(map(len, prompts)) + 64,
         kv_sharing_fast_prefill=args.kv_sharing_fast_prefill,
+        quantization=args.quantization,
         skip_tokenizer_init=True,
     )
     start_s = time.perf_counter() - t0
@@ -138,7 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     greedy_same = all(
         ref.greedy_generate(p, args.max_tokens)[0] == toks for p, (toks, _, _) in zip(prompts, got, strict=True)
     )
-    result = {"engine_start_s": start_s, "greedy_identical": greedy_same, **report.to_dict()}
+    result = {
+        "engine_start_s": start_s,
+        "quantization": args.quantization,
+        "greedy_identical": greedy_same,
+        **report.to_dict(),
+    }
     text = json.dumps(result, indent=2)
     print(text)
     if args.output:

@@ -114,3 +114,29 @@ def reference_for(path: str | Path, dtype: torch.dtype = torch.float64) -> tuple
     """The reference with the checkpoint's dequantized weights, and the quantized module names."""
     config, state, quantized = dequantized_state_dict(path)
     return SambaYReference(config, state, dtype), quantized
+
+
+def judge(
+    reference: SambaYReference, prompt: list[int], generated: list[int], logprobs: list[float], tol: float
+) -> dict:
+    """vLLM's greedy continuation judged by the reference in vLLM's context (teacher forcing).
+
+    ``max_logprob_error``: max |vLLM logprob - reference logprob| of vLLM's tokens.
+    ``wrong_tokens``: positions where vLLM's token is not the reference's argmax although the
+    reference's top-2 gap there is at least ``tol``: a near-tie within the stated rounding may go
+    either way, a decided position may not."""
+    ids = torch.tensor(prompt + generated, dtype=torch.long)
+    with torch.no_grad():
+        logp = torch.log_softmax(reference.forward(ids).double(), dim=-1)[len(prompt) - 1 : len(ids) - 1]
+    top = logp.topk(2, dim=-1)
+    chosen = torch.tensor(generated, dtype=torch.long)
+    ref_lp = logp.gather(1, chosen[:, None]).squeeze(1)
+    errors = (torch.tensor(logprobs, dtype=torch.float64) - ref_lp).abs()
+    margin = top.values[:, 0] - top.values[:, 1]
+    wrong = ((top.indices[:, 0] != chosen) & (margin >= tol)).nonzero().flatten().tolist()
+    return {
+        "prompt_len": len(prompt),
+        "max_logprob_error": errors.max().item(),
+        "wrong_tokens": wrong,
+        "near_ties": int((margin < tol).sum()),
+    }
