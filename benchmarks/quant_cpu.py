@@ -139,12 +139,13 @@ def gemm_paths(threads: int, rounds: int = 20) -> dict:
 
 
 # -- one scheme -------------------------------------------------------------------------------
-def bench(scheme: str, out: Path, contexts: list[int], budget_s: float) -> dict:
+def bench(scheme: str, out: Path, contexts: list[int], budget_s: float, size: str) -> dict:
     run_dir = out / f"bench-{scheme.lower()}"
     cmd = [
-        sys.executable, "-m", "sambay_bench.cli", "run", "--size", "full", "--models", "sambay",
+        sys.executable, "-m", "sambay_bench.cli", "run", "--size", size, "--models", "sambay",
         "--dtype", "bfloat16", "--modes", "ttft,decode", "--batches", "1",
-        "--contexts", ",".join(map(str, contexts)), "--ttft-prompt-lens", "2048", "--ttft-repeats", "2",
+        "--contexts", ",".join(map(str, contexts)), "--ttft-repeats", "2",
+        "--ttft-prompt-lens", str(2048 if size == "full" else 256),
         "--decode-steps", "8", "--decode-warmup-steps", "2", "--max-model-len", str(max(contexts) + 1024),
         "--time-budget-s", str(budget_s), "--engine-arg", "sambay:kv_sharing_fast_prefill=true",
         "--out", str(run_dir),
@@ -163,7 +164,7 @@ def bench(scheme: str, out: Path, contexts: list[int], budget_s: float) -> dict:
     decode = {
         str(p["context"]): p["ms_per_step"] for p in points.get("decode", {}).get("points", []) if p["batch"] == 1
     }
-    ttft = [p for p in points.get("ttft", {}).get("points", []) if p["prompt_len"] == 2048]
+    ttft = points.get("ttft", {}).get("points", [])
     result = {
         "rc": rc,
         "wall_s": time.time() - t0,
@@ -175,6 +176,124 @@ def bench(scheme: str, out: Path, contexts: list[int], budget_s: float) -> dict:
         "run_dir": str(run_dir.relative_to(out)),
     }
     say(f"{scheme}: {json.dumps(result)}")
+    return result
+
+
+# -- where the time goes ------------------------------------------------------------------------
+GEMM_OPS = ("linear", "addmm", "aten::mm", "gemm", "onednn", "scaled_mm", "wna16", "int8")
+ATTENTION_OPS = ("attention", "attn", "paged")
+
+
+def _category(name: str) -> str:
+    low = name.lower()
+    if any(k in low for k in GEMM_OPS):
+        return "gemm"
+    if any(k in low for k in ATTENTION_OPS):
+        return "attention"
+    return "other"
+
+
+def profile_one(scheme: str, out: Path, prompt_len: int, decode_steps: int, threads: int, size: str) -> dict:
+    """In this process: the full-size engine (dummy weights), one 2K prefill step and a few decode
+    steps under torch.profiler (self CPU time by op, and by GEMM / attention / other), and the
+    chunked Mamba scan alone at the same T for its share of the prefill."""
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from vllm import LLM
+
+    from sambay_bench.models import write_model
+    from sambay_bench.offline import EngineDriver
+
+    model_dir = write_model(out / "profile-models", "sambay", size, None if scheme == "bf16" else scheme)
+    llm = LLM(
+        model=str(model_dir),
+        load_format="dummy",
+        dtype="bfloat16",
+        enforce_eager=True,
+        max_model_len=prompt_len + 1024,
+        max_num_batched_tokens=prompt_len,
+        enable_prefix_caching=False,
+        kv_sharing_fast_prefill=True,
+        skip_tokenizer_init=True,
+        seed=0,
+    )
+    d = EngineDriver(llm, json.loads((model_dir / "config.json").read_text())["vocab_size"])
+    d.add(prompt_len, 512)
+    result: dict = {"scheme": scheme, "prompt_len": prompt_len}
+    for phase, steps in (("prefill", 1), ("decode", decode_steps)):
+        if phase == "decode":
+            d.step()  # one unprofiled decode step first
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                d.step()
+            wall = (time.perf_counter() - t0) / steps
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events)
+        by_cat: dict[str, float] = {}
+        for e in events:
+            by_cat[_category(e.key)] = by_cat.get(_category(e.key), 0.0) + e.self_cpu_time_total
+        top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:15]
+        result[phase] = {
+            "wall_ms_per_step": wall * 1e3,
+            "self_cpu_share": {k: v / total for k, v in sorted(by_cat.items())},
+            "top_ops": [
+                {"op": e.key, "self_ms_per_step": e.self_cpu_time_total / 1e3 / steps, "calls": e.count // steps}
+                for e in top
+            ],
+        }
+        (out / f"profile-{scheme.lower()}-{phase}.txt").write_text(
+            events.table(sort_by="self_cpu_time_total", row_limit=30) + "\n"
+        )
+    d.abort_all()
+    del llm
+    # The Mamba prefill scan alone, at one full-size layer's shape (d_inner 5120, d_state 16).
+    from vllm_sambay.ops import mamba_torch
+
+    torch.set_num_threads(threads)
+    from vllm_sambay.config import Phi4FlashConfig
+
+    cfg = (
+        Phi4FlashConfig() if size == "full" else Phi4FlashConfig(**json.loads((model_dir / "config.json").read_text()))
+    )
+    dim, n, t = cfg.mamba_d_inner, cfg.mamba_d_state, prompt_len
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(t, dim, generator=g).to(torch.bfloat16)
+    dt = torch.randn(t, dim, generator=g).to(torch.bfloat16)
+    a = -torch.rand(dim, n, generator=g)
+    b, c = (torch.randn(t, n, generator=g).to(torch.bfloat16) for _ in range(2))
+    dd, dt_bias = torch.ones(dim), torch.zeros(dim)
+    state = torch.zeros(1, dim, n, dtype=torch.bfloat16)
+    idx, has_init = torch.zeros(1, dtype=torch.int32), torch.zeros(1, dtype=torch.bool)
+    qsl = torch.tensor([0, t], dtype=torch.int32)
+
+    def scan() -> None:
+        mamba_torch.selective_scan_varlen(x, dt, a, b, c, dd, None, dt_bias, state, idx, has_init, qsl)
+
+    scan()
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        scan()
+        times.append(time.perf_counter() - t0)
+    layers = sum(spec.is_mamba for spec in cfg.layer_layout)
+    result["scan_one_layer_ms"] = min(times) * 1e3
+    result["scan_all_layers_ms"] = min(times) * 1e3 * layers
+    result["scan_share_of_prefill_step"] = result["scan_all_layers_ms"] / result["prefill"]["wall_ms_per_step"]
+    return result
+
+
+def profile_scheme(scheme: str, out: Path, threads: int, size: str) -> dict:
+    """:func:`profile_one` in a process of its own (one full-size engine at a time)."""
+    cmd = [sys.executable, __file__, str(out), "--profile-one", scheme, "--threads", str(threads), "--size", size]
+    say(f"{scheme}: profile: {' '.join(cmd)}")
+    with LOG.open("a") as log:  # type: ignore[union-attr]
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ}).returncode
+    path = out / f"profile-{scheme.lower()}.json"
+    result = json.loads(path.read_text()) if rc == 0 and path.exists() else {"rc": rc}
+    say(f"{scheme}: profile: {json.dumps({k: v for k, v in result.items() if k not in ('prefill', 'decode')})}")
     return result
 
 
@@ -212,8 +331,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--budget-s", type=float, default=900, help="per mode and scheme (sambay-bench --time-budget-s)")
     ap.add_argument("--quiet-wait-s", type=float, default=QUIET_WAIT_S, help="longest wait for load < 0.8, per run")
+    ap.add_argument("--size", choices=("full", "tiny"), default="full", help="tiny: a smoke test of this script")
+    ap.add_argument("--no-profile", action="store_true", help="skip the per-scheme torch.profiler run")
+    ap.add_argument("--profile-one", help=argparse.SUPPRESS)  # internal: the profile subprocess
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.profile_one:
+        result = profile_one(
+            args.profile_one, args.out, 2048 if args.size == "full" else 256, 3, args.threads, args.size
+        )
+        (args.out / f"profile-{args.profile_one.lower()}.json").write_text(json.dumps(result, indent=2) + "\n")
+        return 0
     LOG = args.out / "quant_cpu.log"
     schemes = args.schemes.split(",")
     contexts = [int(c) for c in args.contexts.split(",")]
@@ -229,9 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     doc["schemes"] = {}
     for scheme in schemes:
         load = wait_for_quiet(args.quiet_wait_s)
-        result = bench(scheme, args.out, contexts, args.budget_s)
+        result = bench(scheme, args.out, contexts, args.budget_s, args.size)
         wb = weight_bytes(scheme)
         result |= {"load": load, "weight_bytes": wb, "bound_ms": wb["bytes"] / (gb_s * 1e9) * 1e3}
+        if not args.no_profile:
+            result["profile_load"] = wait_for_quiet(args.quiet_wait_s)
+            result["profile"] = profile_scheme(scheme, args.out, args.threads, args.size)
         doc["schemes"][scheme] = result
         (args.out / "quant_cpu.json").write_text(json.dumps(doc, indent=2) + "\n")
     base = doc["schemes"].get("bf16", {}).get("decode_ms_per_step", {})

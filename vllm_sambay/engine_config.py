@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import torch
+
 from .config import ARCHITECTURE, Phi4FlashConfig, check_tensor_parallel
 
 if TYPE_CHECKING:
@@ -53,7 +55,29 @@ class Phi4FlashEngineConfig:
                 f"Phi4FlashForCausalLM ({PLUGIN}): tensor_parallel_size={tp} does not split SambaY's Mamba "
                 f"channels (mamba_expand * hidden_size = {config.mamba_d_inner}); choose a divisor of it"
             )
+        check_quantized_dtype(vllm_config)
         warn_if_untested_runner(vllm_config)
+
+
+def check_quantized_dtype(vllm_config: VllmConfig) -> None:
+    """A compressed-tensors weight-only int4 checkpoint (W4A16) runs on vLLM's CPU through
+    ``cpu_gemm_wna16``, which has bf16 and fp16 kernels only: in float32 it would fail at the
+    first forward with a NotImplementedError deep in the engine. Refused here, by name."""
+    from vllm.platforms import current_platform
+
+    model_config = vllm_config.model_config
+    qc = getattr(model_config.hf_config, "quantization_config", None)
+    if not current_platform.is_cpu() or not isinstance(qc, dict) or model_config.dtype != torch.float32:
+        return
+    if qc.get("quant_method") != "compressed-tensors":
+        return
+    for name, group in (qc.get("config_groups") or {}).items():
+        weights, inputs = group.get("weights") or {}, group.get("input_activations")
+        if weights.get("num_bits") == 4 and weights.get("type") == "int" and inputs is None:
+            raise ValueError(
+                f"Phi4FlashForCausalLM ({PLUGIN}): the checkpoint's int4 weight-only scheme ({name}) runs on vLLM's "
+                "CPU int4 kernel, which has no float32 path; start with --dtype bfloat16"
+            )
 
 
 def warn_if_untested_runner(vllm_config: VllmConfig) -> None:

