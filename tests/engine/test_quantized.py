@@ -211,3 +211,19 @@ def test_w4a16_in_float32_on_cpu_is_refused_by_name(quantized, make_engine):
     with pytest.raises(ValueError, match=r"no float32 path; start with --dtype bfloat16"):
         with make_engine(quantized["W4A16"], dtype="float32"):
             pass
+
+
+def test_layer_names_in_a_config_are_the_checkpoints(quantized, make_engine, tmp_path, tiny_config):
+    """A config naming layers by path uses the checkpoint's names (model.layers.{i}.attn.x_proj);
+    the plugin maps them onto its own (model.layers.{i}.mamba.x_proj) before any layer asks."""
+    path = Path(shutil.copytree(quantized["W8A8"], tmp_path / "paths"))
+    config = json.loads((path / "config.json").read_text())
+    ignore = config["quantization_config"]["ignore"]
+    ignore.remove(r"re:.*\.x_proj$")
+    ignore += [f"model.layers.{spec.index}.attn.x_proj" for spec in tiny_config.layer_layout if spec.is_mamba]
+    (path / "config.json").write_text(json.dumps(config))
+    prompts = [[11, 12, 13, 14, 15], list(range(20, 70))]
+    with make_engine(quantized["W8A8"]) as llm:
+        expected = run_vllm(llm, prompts, 8)
+    with make_engine(path) as llm:
+        assert run_vllm(llm, prompts, 8) == expected

@@ -240,3 +240,16 @@ def test_schema_accepts_a_document_and_names_what_is_wrong():
 
 def test_json_safe_turns_non_finite_numbers_into_null():
     assert json_safe({"a": [math.nan, 1.0, math.inf], "b": (2, -math.inf)}) == {"a": [None, 1.0, None], "b": [2, None]}
+
+
+def test_quantized_sambay_is_the_recipe_config_with_an_untied_head(tmp_path):
+    out = write_model(tmp_path, "sambay", "tiny", "W4A16")
+    cfg = json.loads((out / "config.json").read_text())
+    assert out.name == "sambay-tiny-w4a16" and cfg["tie_word_embeddings"] is False
+    group = cfg["quantization_config"]["config_groups"]["config_group_0"]
+    assert group["weights"]["num_bits"] == 4 and group["input_activations"] is None
+    with pytest.raises(ValueError, match="sambay only"):
+        write_model(tmp_path, "dense", "tiny", "W8A8")
+    args = cli.parser().parse_args(["run", "--models", "sambay,dense", "--quantization", "W8A8"])
+    with pytest.raises(SystemExit, match="SambaY only"):
+        cli.resolve(args, has_gpu=False)
