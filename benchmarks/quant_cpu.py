@@ -127,6 +127,7 @@ def gemm_paths(threads: int, rounds: int = 20) -> dict:
     with torch.no_grad():
         t_plain = best(lambda: F.linear(x, plain_w))
         t_vllm = best(lambda: layer.cpu_linear(x, layer.weight, None))
+        quantized = quantized_gemm_paths(x, out_f, in_f, best)
     nbytes = out_f * in_f * 2
     return {
         "shape": [1, in_f, out_f],
@@ -135,6 +136,40 @@ def gemm_paths(threads: int, rounds: int = 20) -> dict:
         "vllm_cpu_gemm_ms": t_vllm * 1e3,
         "vllm_cpu_gemm_gb_s": nbytes / t_vllm / 1e9,
         "vllm_cpu_linear": getattr(layer.cpu_linear, "__name__", repr(layer.cpu_linear)),
+        **quantized,
+    }
+
+
+def quantized_gemm_paths(x, out_f: int, in_f: int, best) -> dict:
+    """The calls vLLM's CPU kernels make for W8A8 (oneDNN: per-token int8 quantization of x, then
+    the int8 GEMM; ``CPUInt8ScaledMMLinearKernel``) and W4A16 (``cpu_gemm_wna16`` with the ISA
+    hint this CPU gets; ``CPUWNA16LinearKernel``), on random weights of the right layout."""
+    import torch
+    from vllm import _custom_ops as ops
+    from vllm.model_executor.kernels.linear.mixed_precision.cpu import _get_isa_hint
+
+    w8 = torch.randint(-127, 127, (out_f, in_f), dtype=torch.int8)
+    handler = ops.create_onednn_scaled_mm(w8.t(), torch.rand(out_f, 1) * 0.01, torch.bfloat16, True, False, 32)
+
+    def int8() -> None:
+        x_q, x_s, x_zp = ops.onednn_scaled_int8_quant(x, None, None, True)
+        out = torch.empty((x.shape[0], out_f), dtype=x.dtype)
+        ops.onednn_scaled_mm(handler, x_q, out, x_s, x_zp, None, None)
+
+    isa = _get_isa_hint(torch.bfloat16)
+    q4 = torch.randint(-(2**31), 2**31 - 1, (out_f // 16, in_f * 2), dtype=torch.int32)  # after its repack
+    s4 = torch.rand(in_f // 128, out_f).to(torch.bfloat16)
+
+    def int4() -> None:
+        ops.cpu_gemm_wna16(input=x, q_weight=q4, scales=s4, zeros=None, bias=None, pack_factor=8, isa_hint=isa)
+
+    t8, t4 = best(int8), best(int4)
+    return {
+        "w8a8_onednn_ms": t8 * 1e3,
+        "w8a8_onednn_gb_s": out_f * in_f / t8 / 1e9,
+        "w4a16_wna16_ms": t4 * 1e3,
+        "w4a16_wna16_gb_s": out_f * in_f / 2 / t4 / 1e9,
+        "w4a16_isa_hint": isa,
     }
 
 
@@ -144,16 +179,17 @@ def bench(scheme: str, out: Path, contexts: list[int], budget_s: float, size: st
     cmd = [
         sys.executable, "-m", "sambay_bench.cli", "run", "--size", size, "--models", "sambay",
         "--dtype", "bfloat16", "--modes", "ttft,decode", "--batches", "1",
-        "--contexts", ",".join(map(str, contexts)), "--ttft-repeats", "2",
+        "--contexts", ",".join(map(str, contexts)), "--ttft-repeats", "1",
         "--ttft-prompt-lens", str(2048 if size == "full" else 256),
         "--decode-steps", "8", "--decode-warmup-steps", "2", "--max-model-len", str(max(contexts) + 1024),
         "--time-budget-s", str(budget_s), "--engine-arg", "sambay:kv_sharing_fast_prefill=true",
+        "--engine-arg", "sambay:max_num_batched_tokens=2048",
         "--out", str(run_dir),
     ]  # fmt: skip
     if scheme != "bf16":
         cmd += ["--quantization", scheme]
     say(f"{scheme}: {' '.join(cmd)}")
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2"}
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}  # 9K tokens of SambaY's one full KV need ~0.1 GiB
     t0 = time.time()
     with LOG.open("a") as log:  # type: ignore[union-attr]
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -198,7 +234,7 @@ def profile_one(scheme: str, out: Path, prompt_len: int, decode_steps: int, thre
     steps under torch.profiler (self CPU time by op, and by GEMM / attention / other), and the
     chunked Mamba scan alone at the same T for its share of the prefill."""
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     import torch
     from torch.profiler import ProfilerActivity, profile
     from vllm import LLM
@@ -213,7 +249,7 @@ def profile_one(scheme: str, out: Path, prompt_len: int, decode_steps: int, thre
         dtype="bfloat16",
         enforce_eager=True,
         max_model_len=prompt_len + 1024,
-        max_num_batched_tokens=prompt_len,
+        max_num_batched_tokens=2048,
         enable_prefix_caching=False,
         kv_sharing_fast_prefill=True,
         skip_tokenizer_init=True,
@@ -334,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", choices=("full", "tiny"), default="full", help="tiny: a smoke test of this script")
     ap.add_argument("--no-profile", action="store_true", help="skip the per-scheme torch.profiler run")
     ap.add_argument("--profile-one", help=argparse.SUPPRESS)  # internal: the profile subprocess
+    ap.add_argument("--machine-only", action="store_true", help="only the read bandwidth and the GEMM paths")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.profile_one:
@@ -353,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     doc["gemm_load"] = wait_for_quiet(args.quiet_wait_s)
     doc["gemm_bf16_fc1_decode_shape"] = gemm_paths(args.threads)
     say(f"GEMM at fc1's decode shape: {json.dumps(doc['gemm_bf16_fc1_decode_shape'])}")
+    if args.machine_only:
+        (args.out / "machine.json").write_text(json.dumps(doc, indent=2) + "\n")
+        return 0
     gb_s = doc["read_bandwidth"]["gb_s"]
     doc["schemes"] = {}
     for scheme in schemes:
@@ -360,10 +400,11 @@ def main(argv: list[str] | None = None) -> int:
         result = bench(scheme, args.out, contexts, args.budget_s, args.size)
         wb = weight_bytes(scheme)
         result |= {"load": load, "weight_bytes": wb, "bound_ms": wb["bytes"] / (gb_s * 1e9) * 1e3}
-        if not args.no_profile:
-            result["profile_load"] = wait_for_quiet(args.quiet_wait_s)
-            result["profile"] = profile_scheme(scheme, args.out, args.threads, args.size)
         doc["schemes"][scheme] = result
+        (args.out / "quant_cpu.json").write_text(json.dumps(doc, indent=2) + "\n")
+    for scheme in schemes if not args.no_profile else []:  # after every timing: one engine at a time
+        doc["schemes"][scheme]["profile_load"] = wait_for_quiet(args.quiet_wait_s)
+        doc["schemes"][scheme]["profile"] = profile_scheme(scheme, args.out, args.threads, args.size)
         (args.out / "quant_cpu.json").write_text(json.dumps(doc, indent=2) + "\n")
     base = doc["schemes"].get("bf16", {}).get("decode_ms_per_step", {})
     for r in doc["schemes"].values():
