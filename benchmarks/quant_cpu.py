@@ -174,7 +174,7 @@ def quantized_gemm_paths(x, out_f: int, in_f: int, best) -> dict:
 
 
 # -- one scheme -------------------------------------------------------------------------------
-def bench(scheme: str, out: Path, contexts: list[int], budget_s: float, size: str) -> dict:
+def bench(scheme: str, out: Path, contexts: list[int], budget_s: float, size: str, threads: int) -> dict:
     run_dir = out / f"bench-{scheme.lower()}"
     cmd = [
         sys.executable, "-m", "sambay_bench.cli", "run", "--size", size, "--models", "sambay",
@@ -189,7 +189,9 @@ def bench(scheme: str, out: Path, contexts: list[int], budget_s: float, size: st
     if scheme != "bf16":
         cmd += ["--quantization", scheme]
     say(f"{scheme}: {' '.join(cmd)}")
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}  # 9K tokens of SambaY's one full KV need ~0.1 GiB
+    # 9K tokens of SambaY's one full KV need ~0.1 GiB. OMP_NUM_THREADS: vLLM's CPU worker otherwise
+    # reduces torch to 1 thread "for serving" on this 2-core machine (first run of 2026-12-03).
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": str(threads)}
     t0 = time.time()
     with LOG.open("a") as log:  # type: ignore[union-attr]
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -326,7 +328,8 @@ def profile_scheme(scheme: str, out: Path, threads: int, size: str) -> dict:
     cmd = [sys.executable, __file__, str(out), "--profile-one", scheme, "--threads", str(threads), "--size", size]
     say(f"{scheme}: profile: {' '.join(cmd)}")
     with LOG.open("a") as log:  # type: ignore[union-attr]
-        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ}).returncode
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
     path = out / f"profile-{scheme.lower()}.json"
     result = json.loads(path.read_text()) if rc == 0 and path.exists() else {"rc": rc}
     say(f"{scheme}: profile: {json.dumps({k: v for k, v in result.items() if k not in ('prefill', 'decode')})}")
@@ -352,7 +355,7 @@ def plot(doc: dict, path: Path) -> None:
                s=600, label="weight bytes / read bandwidth", zorder=3)  # fmt: skip
     ax.set_xticks([i + width * (len(contexts) - 1) / 2 for i in range(len(schemes))], schemes)
     ax.set_ylabel("ms per decode step (B = 1)")
-    ax.set_title(f"SambaY full size, vLLM CPU, {doc['threads']} threads")
+    ax.set_title(f"SambaY full size, vLLM CPU, bandwidth with {doc['threads']} threads")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -397,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     doc["schemes"] = {}
     for scheme in schemes:
         load = wait_for_quiet(args.quiet_wait_s)
-        result = bench(scheme, args.out, contexts, args.budget_s, args.size)
+        result = bench(scheme, args.out, contexts, args.budget_s, args.size, args.threads)
         wb = weight_bytes(scheme)
         result |= {"load": load, "weight_bytes": wb, "bound_ms": wb["bytes"] / (gb_s * 1e9) * 1e3}
         doc["schemes"][scheme] = result
