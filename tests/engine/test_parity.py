@@ -110,21 +110,21 @@ def test_torch_compile_as_on_gpu(tiny_checkpoint, reference, prompts, make_engin
         check(reference, prompts, run_vllm(llm, prompts, MAX_TOKENS))
 
 
-BF16_LOGPROB_TOL = 1.0  # bf16 rounding on the random tiny model: measured up to 0.33
+BF16_LOGPROB_TOL = 0.6  # bf16 rounding on the random tiny model: measured up to 0.33
 
 
 def test_bfloat16_follows_the_reference(tiny_checkpoint, reference, prompts, make_engine):
     """bf16 on this CPU: vLLM repacks a bf16 conv1d weight for its own conv kernel on CPUs with
     bf16 dot products (avx512_bf16), which the Mamba layer must not read as taps (it did: logprob
-    errors of 15+ and 11 % agreement). bf16 rounding alone stays far below that."""
+    errors of 15+ and 11 % agreement). bf16 rounding alone stays far below that; with a 200064-token
+    vocabulary it flips near-ties, so tokens are judged where the reference's top-2 gap exceeds the
+    bound (vllm_sambay.testing.quantized.judge)."""
+    from vllm_sambay.testing.quantized import judge
+
     with make_engine(tiny_checkpoint, dtype="bfloat16") as llm:
         results = run_vllm(llm, prompts, MAX_TOKENS)
-        conv = llm.apply_model(
-            lambda model: type(getattr(model.model.layers[0].mamba.conv1d, "_cpu_unpacked_conv_weight", None)).__name__
-        )[0]
-    report = ParityReport(
-        [compare(reference, p, toks, lps) for p, (toks, lps, _) in zip(prompts, results, strict=True)]
-    )
-    print(f"\nbf16: agreement {report.token_agreement:.3f}, max logprob error {report.max_logprob_error:.2e} ({conv})")
-    assert report.token_agreement >= 0.9, report.to_dict()
-    assert report.max_logprob_error < BF16_LOGPROB_TOL, report.to_dict()
+    verdicts = [
+        judge(reference, p, toks, lps, BF16_LOGPROB_TOL) for p, (toks, lps, _) in zip(prompts, results, strict=True)
+    ]
+    print(f"\nbf16: {verdicts}")
+    assert all(v["max_logprob_error"] < BF16_LOGPROB_TOL and not v["wrong_tokens"] for v in verdicts), verdicts
