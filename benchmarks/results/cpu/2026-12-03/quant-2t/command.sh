@@ -1,0 +1,1 @@
+cd "$(git rev-parse --show-toplevel)" && .venv/bin/python benchmarks/quant_cpu.py benchmarks/results/cpu/2026-12-03/quant-2t --schemes bf16,W8A8,W4A16 --contexts 2048,8192 --threads 2 --quiet-wait-s 60 --budget-s 900
