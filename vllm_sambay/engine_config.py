@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .config import ARCHITECTURE, Phi4FlashConfig, check_tensor_parallel
+from .config import ARCHITECTURE, TRAINED_CONTEXT, Phi4FlashConfig, check_tensor_parallel
 
 if TYPE_CHECKING:
     from vllm.config import ModelConfig, VllmConfig
@@ -31,6 +31,7 @@ class Phi4FlashEngineConfig:
     @staticmethod
     def verify_and_update_model_config(model_config: ModelConfig) -> None:
         adopt_config(model_config)
+        default_context_to_trained(model_config)
 
     @staticmethod
     def verify_and_update_config(vllm_config: VllmConfig) -> None:
@@ -84,6 +85,30 @@ def adopt_config(model_config: ModelConfig) -> None:
         raise ValueError(f"{PLUGIN}: the checkpoint's config.json is not a valid SambaY config: {exc}") from exc
     model_config.hf_config = config
     model_config.hf_text_config = config
+
+
+def default_context_to_trained(model_config: ModelConfig) -> None:
+    """Without ``--max-model-len``, vLLM takes the config's ``max_position_embeddings`` (262144 in the
+    published config.json). Default to the context the model was trained with instead; an explicit
+    value is honoured up to what the config allows, with a warning past the trained context."""
+    asked = model_config.original_max_model_len  # what the user gave (None: not given; -1: fit memory)
+    if asked is None and model_config.max_model_len > TRAINED_CONTEXT:
+        logger.info(
+            "%s: max_model_len defaults to %d, the context Phi-4-mini-flash-reasoning was trained with "
+            "(config.json allows %d); pass --max-model-len to choose another",
+            PLUGIN,
+            TRAINED_CONTEXT,
+            model_config.max_model_len,
+        )
+        model_config.max_model_len = TRAINED_CONTEXT
+    elif asked is not None and asked > TRAINED_CONTEXT:
+        logger.warning(
+            "%s: max_model_len %d is beyond the %d-token context the model was trained with; quality there "
+            "is unvalidated",
+            PLUGIN,
+            asked,
+            TRAINED_CONTEXT,
+        )
 
 
 def register_engine_config_hook() -> None:
