@@ -164,3 +164,11 @@ def test_help_and_readmes_show_the_presets_as_defined():
         assert f"{name} = {wl.describe()}" in help_text, name
         assert f"`{name}` ({wl.describe()}" in docs["loadtest/README.md"], name
         assert f"| `{name}` | {wl.describe()} |" in docs["docs/benchmarks.md"], name
+
+
+def test_locust_options_override_the_preset():
+    s = locust_settings.load_settings(
+        SimpleNamespace(workload="paper", top_p="0.5", temperature="0.2", output_tokens="64", ignore_eos="false")
+    )  # strings, as the web UI sends them
+    assert (s.workload.top_p, s.workload.temperature, s.workload.output_tokens) == (0.5, 0.2, 64)
+    assert s.workload.ignore_eos is False and s.workload.prompt_tokens == PAPER.prompt_tokens
