@@ -77,8 +77,9 @@ class Mode:
     ``run``: for an offline mode ``run(ctx: driver.OfflineRun, max_model_len, budget_s, **params(s))``
     in the engine worker, reporting through ``driver.emit``; for a server mode ``run(ctx: ServerRun)``
     in the bench process. ``brief`` is one log line for a point, ``table`` the mode's report section
-    (markdown) from the whole bench.json, ``plot`` its PNG (or None), ``point_schema`` the JSON schema
-    of one point. ``engine_args`` are engine arguments an offline mode needs unless the user set
+    (markdown) from the whole bench.json, ``plot(doc, path, title)`` draws its PNG at ``path``
+    (``<name>.png``) and returns it (None: nothing to draw), ``point_schema`` is the JSON schema of
+    one point. ``engine_args`` are engine arguments an offline mode needs unless the user set
     them; ``check`` refuses inconsistent settings with ``SystemExit``."""
 
     name: str
