@@ -195,7 +195,6 @@ class Bench:
         self.results = Results(out / "bench.json", settings)
         self.log = RawLog(out / "bench.log")
 
-    # -- offline modes, one worker process per model --------------------------------------------
     def selected(self, runs_in: str) -> list[Mode]:
         """The modes this run asked for that run in ``runs_in``, in the registry's order."""
         return [m for name, m in MODES.items() if name in self.s["modes"] and m.runs_in == runs_in]
