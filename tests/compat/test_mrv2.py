@@ -84,7 +84,7 @@ def test_chunked_prefill(mrv2_run, reference):
     assert got["mamba_cache_mode"] == "align"
     assert max(s["tokens"] for s in got["steps"]) <= 32
     # the longest prompt needs several prefill steps
-    prefill_steps = [s for s in got["steps"] if s["prefill"]]
+    prefill_steps = [s for s in got["steps"] if s.get("prefill")]
     assert len(prefill_steps) >= max(map(len, got["prompts"])) // 32, got["steps"]
 
 
@@ -105,11 +105,11 @@ def test_kv_sharing_fast_prefill(mrv2_run, reference):
     assert got["fast_prefill"]
     rows = got["cross_rows"]
     assert rows and max(rows) <= len(got["prompts"]), rows
-    assert any(s["prefill"] > 1 for s in got["steps"])  # prompt chunks ran, yet no prompt row reached it
+    assert any(s.get("prefill", 0) > 1 for s in got["steps"])  # prompt chunks ran, yet no prompt row reached it
 
 
 def test_mixed_batch_of_prefills_and_decodes(mrv2_run, reference):
     got = scenario(mrv2_run, "mixed")
     check_parity(reference, got)
-    mixed = [s for s in got["steps"] if s["decode"] and s["prefill"]]
+    mixed = [s for s in got["steps"] if s.get("decode") and s.get("prefill")]
     assert mixed, got["steps"]
