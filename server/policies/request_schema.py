@@ -1,0 +1,187 @@
+"""Check a JSON request body against the JSON Schema of the route's own request model (vLLM's).
+
+vLLM's request models accept unknown keys and drop them (``extra="allow"`` on the models, lenient
+TypedDicts for messages and content parts), and a union branch meant for custom roles lets a user
+message without ``content`` through. This walks the body beside the schema pydantic writes for the
+model and reports, with their paths:
+
+- a key that the object's schema does not declare (``messages[0].foo``, ``response_format.bar``,
+  ``tools[0].function.oops``) — objects without declared properties are free-form (``logit_bias``,
+  ``chat_template_kwargs``, a JSON schema) and are not looked into;
+- a key the schema requires that is missing (``messages[0].content`` of a user message).
+
+Unions (``anyOf``/``oneOf``): a member whose property has a fixed value (``const`` / ``enum``) that the
+body's value matches — the *tag*, e.g. ``"role": "user"`` or ``"type": "text"`` — is the member that
+applies; a member that declares the tag property without fixing it (vLLM's custom-role message)
+adds the keys it declares but does not decide what is required; members that do not declare the tag
+at all do not apply. Without a tag every object member is tried. The body passes if one applicable
+member reports nothing, else the member with the fewest problems is reported. A tag value no member
+knows, and every type error, is left to vLLM's own validation (400 either way).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# Keys vLLM's request model renames before it validates (``_normalize_messages_before``, the same in
+# 0.26 .. 0.34): accepted wherever the new name is declared.
+RENAMED_BEFORE_VALIDATION = {"reasoning": ("reasoning_content",)}
+MAX_DEPTH = 32
+MAX_PROBLEMS = 10
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    kind: str  # "unknown" | "missing"
+
+    def __str__(self) -> str:
+        return f"{self.path}: {'unknown field' if self.kind == 'unknown' else 'required field missing'}"
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+class RequestSchema:
+    """One route's request schema (``pydantic.TypeAdapter(model).json_schema()``)."""
+
+    def __init__(self, schema: dict) -> None:
+        self.schema = schema
+        self.defs = schema.get("$defs") or schema.get("definitions") or {}
+
+    def problems(self, body: Any) -> list[Problem]:
+        return self._walk(body, self.schema, "", 0)[:MAX_PROBLEMS]
+
+    # -- schema helpers ----------------------------------------------------------------------
+    def _resolve(self, schema: Any) -> dict:
+        for _ in range(MAX_DEPTH):
+            if not isinstance(schema, dict):
+                return {}
+            ref = schema.get("$ref")
+            if isinstance(ref, str):
+                schema = self.defs.get(ref.rsplit("/", 1)[-1], {})
+                continue
+            all_of = schema.get("allOf")
+            if isinstance(all_of, list) and len(all_of) == 1:
+                schema = all_of[0]
+                continue
+            return schema
+        return {}
+
+    def _members(self, schema: dict) -> list[dict] | None:
+        """The flattened members of a union schema, or None when it is not a union."""
+        members = schema.get("anyOf") or schema.get("oneOf")
+        if not isinstance(members, list):
+            return None
+        out: list[dict] = []
+        for member in members:
+            member = self._resolve(member)
+            nested = self._members(member)
+            out.extend(nested if nested is not None else [member])
+        return out
+
+    def _fixed(self, prop: Any) -> list | None:
+        """The values a property schema allows, when it fixes them (``const``/``enum``)."""
+        prop = self._resolve(prop)
+        if "const" in prop:
+            return [prop["const"]]
+        enum = prop.get("enum")
+        return list(enum) if isinstance(enum, list) else None
+
+    # -- the walk ----------------------------------------------------------------------------
+    def _walk(self, value: Any, schema: Any, path: str, depth: int) -> list[Problem]:
+        if depth > MAX_DEPTH:
+            return []
+        schema = self._resolve(schema)
+        members = self._members(schema)
+        if members is not None:
+            return self._union(value, members, path, depth)
+        if isinstance(value, dict) and (schema.get("type") == "object" or "properties" in schema):
+            return self._object(value, schema, path, depth)
+        if isinstance(value, list) and schema.get("type") == "array":
+            return self._array(value, schema, path, depth)
+        return []
+
+    def _object(self, value: dict, schema: dict, path: str, depth: int) -> list[Problem]:
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        problems: list[Problem] = []
+        if not isinstance(props, dict):  # free-form: look only at typed values, if any
+            if isinstance(extra, dict):
+                for key, item in value.items():
+                    problems += self._walk(item, extra, _join(path, str(key)), depth + 1)
+            return problems
+        allowed = set(props) | {old for new in props for old in RENAMED_BEFORE_VALIDATION.get(new, ())}
+        for key in value:
+            if key not in allowed and not isinstance(extra, dict):
+                problems.append(Problem(_join(path, str(key)), "unknown"))
+        for key in schema.get("required") or ():
+            if key not in value:
+                problems.append(Problem(_join(path, key), "missing"))
+        for key, item in value.items():
+            sub = props.get(key, extra if isinstance(extra, dict) else None)
+            if sub is not None and len(problems) < MAX_PROBLEMS:
+                problems += self._walk(item, sub, _join(path, str(key)), depth + 1)
+        return problems
+
+    def _array(self, value: list, schema: dict, path: str, depth: int) -> list[Problem]:
+        problems: list[Problem] = []
+        prefix = schema.get("prefixItems")
+        items = schema.get("items")
+        for i, item in enumerate(value):
+            sub = prefix[i] if isinstance(prefix, list) and i < len(prefix) else items
+            if isinstance(sub, dict):
+                problems += self._walk(item, sub, f"{path}[{i}]", depth + 1)
+            if len(problems) >= MAX_PROBLEMS:
+                break
+        return problems
+
+    def _union(self, value: Any, members: list[dict], path: str, depth: int) -> list[Problem]:
+        if isinstance(value, dict):
+            candidates = self._applicable(value, [m for m in members if m.get("type") == "object" or "properties" in m])
+        elif isinstance(value, list):
+            candidates = [m for m in members if m.get("type") == "array"]
+        else:
+            return []
+        best: list[Problem] | None = None
+        for member in candidates:
+            problems = self._walk(value, member, path, depth)
+            if not problems:
+                return []
+            if best is None or len(problems) < len(best):
+                best = problems
+        return best or []
+
+    def _applicable(self, value: dict, members: list[dict]) -> list[dict]:
+        """The union members that apply to ``value`` (see the module docstring)."""
+        tags = {
+            key
+            for member in members
+            for key, prop in (member.get("properties") or {}).items()
+            if key in value and self._fixed(prop) is not None
+        }
+        if not tags:
+            return members
+        tagged, open_members = [], []
+        for member in members:
+            props = member.get("properties") or {}
+            declared = [key for key in tags if key in props]
+            if not declared:
+                continue  # does not apply to a value with this tag
+            fixed = {key: self._fixed(props[key]) for key in declared}
+            if all(values is None for values in fixed.values()):
+                open_members.append(member)
+            elif all(values is None or value[key] in values for key, values in fixed.items()):
+                tagged.append(member)
+        if not tagged:
+            return open_members  # none for an unknown tag value: vLLM answers that one
+        merged = []
+        for member in tagged:
+            props: dict = {}
+            for other in open_members:
+                props.update(other.get("properties") or {})
+            props.update(member.get("properties") or {})
+            merged.append({**member, "properties": props})
+        return merged
