@@ -8,7 +8,9 @@ model and reports, with their paths:
 - a key that the object's schema does not declare (``messages[0].foo``, ``response_format.bar``,
   ``tools[0].function.oops``) — objects without declared properties are free-form (``logit_bias``,
   ``chat_template_kwargs``, a JSON schema) and are not looked into;
-- a key the schema requires that is missing (``messages[0].content`` of a user message).
+- a key that is missing although the union member chosen by the object's tag requires it
+  (``messages[0].content`` of a user message). Elsewhere vLLM's own validation enforces required
+  keys (400 in its own words); it is only through a union that a lenient member lets them pass.
 
 Unions (``anyOf``/``oneOf``): a member whose property has a fixed value (``const`` / ``enum``) that the
 body's value matches — the *tag*, e.g. ``"role": "user"`` or ``"type": "text"`` — is the member that
@@ -52,7 +54,7 @@ class RequestSchema:
         self.defs = schema.get("$defs") or schema.get("definitions") or {}
 
     def problems(self, body: Any) -> list[Problem]:
-        return self._walk(body, self.schema, "", 0)[:MAX_PROBLEMS]
+        return self._walk(body, self.schema, "", 0, False)[:MAX_PROBLEMS]
 
     # -- schema helpers ----------------------------------------------------------------------
     def _resolve(self, schema: Any) -> dict:
@@ -91,7 +93,8 @@ class RequestSchema:
         return list(enum) if isinstance(enum, list) else None
 
     # -- the walk ----------------------------------------------------------------------------
-    def _walk(self, value: Any, schema: Any, path: str, depth: int) -> list[Problem]:
+    def _walk(self, value: Any, schema: Any, path: str, depth: int, required: bool) -> list[Problem]:
+        """Problems of ``value`` under ``schema``; ``required``: report missing required keys too."""
         if depth > MAX_DEPTH:
             return []
         schema = self._resolve(schema)
@@ -99,31 +102,31 @@ class RequestSchema:
         if members is not None:
             return self._union(value, members, path, depth)
         if isinstance(value, dict) and (schema.get("type") == "object" or "properties" in schema):
-            return self._object(value, schema, path, depth)
+            return self._object(value, schema, path, depth, required)
         if isinstance(value, list) and schema.get("type") == "array":
             return self._array(value, schema, path, depth)
         return []
 
-    def _object(self, value: dict, schema: dict, path: str, depth: int) -> list[Problem]:
+    def _object(self, value: dict, schema: dict, path: str, depth: int, required: bool) -> list[Problem]:
         props = schema.get("properties")
         extra = schema.get("additionalProperties")
         problems: list[Problem] = []
         if not isinstance(props, dict):  # free-form: look only at typed values, if any
             if isinstance(extra, dict):
                 for key, item in value.items():
-                    problems += self._walk(item, extra, _join(path, str(key)), depth + 1)
+                    problems += self._walk(item, extra, _join(path, str(key)), depth + 1, False)
             return problems
         allowed = set(props) | {old for new in props for old in RENAMED_BEFORE_VALIDATION.get(new, ())}
         for key in value:
             if key not in allowed and not isinstance(extra, dict):
                 problems.append(Problem(_join(path, str(key)), "unknown"))
-        for key in schema.get("required") or ():
+        for key in schema.get("required") or () if required else ():
             if key not in value:
                 problems.append(Problem(_join(path, key), "missing"))
         for key, item in value.items():
             sub = props.get(key, extra if isinstance(extra, dict) else None)
             if sub is not None and len(problems) < MAX_PROBLEMS:
-                problems += self._walk(item, sub, _join(path, str(key)), depth + 1)
+                problems += self._walk(item, sub, _join(path, str(key)), depth + 1, False)
         return problems
 
     def _array(self, value: list, schema: dict, path: str, depth: int) -> list[Problem]:
@@ -133,29 +136,32 @@ class RequestSchema:
         for i, item in enumerate(value):
             sub = prefix[i] if isinstance(prefix, list) and i < len(prefix) else items
             if isinstance(sub, dict):
-                problems += self._walk(item, sub, f"{path}[{i}]", depth + 1)
+                problems += self._walk(item, sub, f"{path}[{i}]", depth + 1, False)
             if len(problems) >= MAX_PROBLEMS:
                 break
         return problems
 
     def _union(self, value: Any, members: list[dict], path: str, depth: int) -> list[Problem]:
+        tagged = False
         if isinstance(value, dict):
-            candidates = self._applicable(value, [m for m in members if m.get("type") == "object" or "properties" in m])
+            objects = [m for m in members if m.get("type") == "object" or "properties" in m]
+            candidates, tagged = self._applicable(value, objects)
         elif isinstance(value, list):
             candidates = [m for m in members if m.get("type") == "array"]
         else:
             return []
         best: list[Problem] | None = None
         for member in candidates:
-            problems = self._walk(value, member, path, depth)
+            problems = self._walk(value, member, path, depth, tagged)
             if not problems:
                 return []
             if best is None or len(problems) < len(best):
                 best = problems
         return best or []
 
-    def _applicable(self, value: dict, members: list[dict]) -> list[dict]:
-        """The union members that apply to ``value`` (see the module docstring)."""
+    def _applicable(self, value: dict, members: list[dict]) -> tuple[list[dict], bool]:
+        """The union members that apply to ``value`` (see the module docstring), and whether they
+        were chosen by a tag (then they decide what is required)."""
         tags = {
             key
             for member in members
@@ -163,7 +169,7 @@ class RequestSchema:
             if key in value and self._fixed(prop) is not None
         }
         if not tags:
-            return members
+            return members, False
         tagged, open_members = [], []
         for member in members:
             props = member.get("properties") or {}
@@ -176,7 +182,7 @@ class RequestSchema:
             elif all(values is None or value[key] in values for key, values in fixed.items()):
                 tagged.append(member)
         if not tagged:
-            return open_members  # none for an unknown tag value: vLLM answers that one
+            return open_members, False  # none for an unknown tag value: vLLM answers that one
         merged = []
         for member in tagged:
             props: dict = {}
@@ -184,4 +190,4 @@ class RequestSchema:
                 props.update(other.get("properties") or {})
             props.update(member.get("properties") or {})
             merged.append({**member, "properties": props})
-        return merged
+        return merged, True

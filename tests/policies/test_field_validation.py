@@ -110,7 +110,6 @@ REFUSED = {
         C,
         "messages[0].content[0].text",
     ),
-    "message-without-role": (chat({"content": "x"}), C, "messages[0].role"),
     # beyond the schema
     "no-messages": (chat(messages=[]) | {"messages": []}, C, "messages"),
     "unknown-role": (chat({"role": "wizard", "content": "x"}), C, "messages[0].role"),
@@ -156,7 +155,11 @@ ACCEPTED = {
     "stream-options": chat(stream=True, stream_options={"include_usage": True, "continuous_usage_stats": True}),
     "vllm-extensions": chat(top_k=5, min_p=0.1, ignore_eos=True, min_tokens=1, repetition_penalty=1.1, seed=2**62),
     "completions": {"model": "m", "prompt": [1, 2, 3], "max_tokens": 2, "echo": True, "logprobs": 1},
-    # type errors and malformed JSON are vLLM's to answer
+    # what vLLM refuses itself (in its own words) is left to it: type errors, malformed JSON, and
+    # required keys outside a tagged union member
+    "message-without-role": chat({"content": "x"}),
+    "no-messages-field": {"model": "m"},
+    "tool-without-function-name": chat(tools=[{"type": "function", "function": {"description": "d"}}]),
     "wrong-type": chat(max_tokens="ten"),
     "messages-not-a-list": {"model": "m", "messages": "hi"},
     "unknown-part-type": chat({"role": "user", "content": [{"type": "hologram", "x": 1}]}),
