@@ -14,40 +14,38 @@ The order (a request passes down the list, its response back up):
 from __future__ import annotations
 
 import argparse
+import importlib
 
-from .access_log import AccessLog
-from .admission import Admission
 from .asgi import ASGIApp, Receive, Scope, Send
-from .auth import ApiKeyAuth
-from .body_limits import BodyLimits
-from .dead_engine import DeadEngine
-from .deep_health import DeepHealth
-from .engine_watch import EngineWatch
-from .error_shape import ErrorShape
-from .field_validation import FieldValidation
 from .policy import Policy
-from .reasoning_mirror import ReasoningMirror
-from .request_id import RequestId
-from .route_metrics import RouteMetrics
 from .settings import Option, Settings, SettingsError
-from .sse_headers import SseHeaders
 
-POLICIES: list[type[Policy]] = [
-    EngineWatch,  # lifespan: notice engine death, stop the server, exit non-zero
-    AccessLog,  # one JSON line per request, whatever answered it
-    RouteMetrics,  # sambay_server_requests_total{route template, status}
-    RequestId,  # one sane X-Request-Id for the engine, the response and the log
-    SseHeaders,  # no proxy buffering of event streams
-    DeadEngine,  # 503 while the engine is dead (new requests and those in flight)
-    ApiKeyAuth,  # the key on every route but /health and /metrics
-    Admission,  # at most --max-pending requests for the engine; 429 beyond
-    DeepHealth,  # GET /health?deep=true generates one token
-    BodyLimits,  # 413 / 408 before anything parses the body; read once
-    FieldValidation,  # 400 for fields vLLM would accept and ignore, and for unusable values
-    ReasoningMirror,  # reasoning_content beside reasoning in chat responses
-    ErrorShape,  # framework errors (404, 405) as OpenAI error bodies
+# "module:Class" in this package: the file of each policy is named in the list itself, and adding
+# a policy is its file plus one line here.
+POLICY_PATHS = [
+    "engine_watch:EngineWatch",  # lifespan: notice engine death, stop the server, exit non-zero
+    "access_log:AccessLog",  # one JSON line per request, whatever answered it
+    "route_metrics:RouteMetrics",  # sambay_server_requests_total{route template, status}
+    "request_id:RequestId",  # one sane X-Request-Id for the engine, the response and the log
+    "sse_headers:SseHeaders",  # no proxy buffering of event streams
+    "dead_engine:DeadEngine",  # 503 while the engine is dead (new requests and those in flight)
+    "auth:ApiKeyAuth",  # the key on every route but /health and /metrics
+    "admission:Admission",  # at most --max-pending requests for the engine; 429 beyond
+    "deep_health:DeepHealth",  # GET /health?deep=true generates one token
+    "body_limits:BodyLimits",  # 413 / 408 before anything parses the body; read once
+    "field_validation:FieldValidation",  # 400 for fields vLLM would accept and ignore, and unusable values
+    "reasoning_mirror:ReasoningMirror",  # reasoning_content beside reasoning in chat responses
+    "error_shape:ErrorShape",  # framework errors (404, 405) as OpenAI error bodies
 ]
-__doc__ += "\n".join(f"{i}. :class:`{p.__name__}`" for i, p in enumerate(POLICIES, 1))
+
+
+def _load(path: str) -> type[Policy]:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+POLICIES: list[type[Policy]] = [_load(path) for path in POLICY_PATHS]
+__doc__ += "\n".join(f"{i}. ``{path}``" for i, path in enumerate(POLICY_PATHS, 1))
 
 __all__ = ["POLICIES", "Option", "Policy", "SambayPolicies", "Settings", "SettingsError", "options", "settings"]
 

@@ -9,15 +9,16 @@ import pytest
 from conftest import Stub, acall, call
 
 from sambay_server import policies
-from sambay_server.policies import POLICIES, SambayPolicies, Settings
+from sambay_server.policies import POLICIES, POLICY_PATHS, Policy, SambayPolicies, Settings
 from sambay_server.policies.deep_health import DeepHealth
 
 
-def test_every_policy_in_the_list_once_and_its_file_named_after_it():
-    assert len(set(POLICIES)) == len(POLICIES)
-    for policy in POLICIES:
-        module = policy.__module__.rsplit(".", 1)[-1]
-        assert module.replace("_", "") in policy.__name__.lower().replace("apikey", ""), (module, policy)
+def test_every_policy_in_the_list_once_from_the_file_the_list_names():
+    assert len(set(POLICIES)) == len(POLICIES) == len(POLICY_PATHS)
+    for path, policy in zip(POLICY_PATHS, POLICIES, strict=True):
+        module, name = path.split(":")
+        assert policy.__module__ == f"sambay_server.policies.{module}" and policy.__name__ == name
+        assert issubclass(policy, Policy)
 
 
 def test_option_names_are_unique_and_settings_refuse_unknown_names():
