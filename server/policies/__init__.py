@@ -30,6 +30,7 @@ POLICY_PATHS = [
     "sse_headers:SseHeaders",  # no proxy buffering of event streams
     "dead_engine:DeadEngine",  # 503 while the engine is dead (new requests and those in flight)
     "auth:ApiKeyAuth",  # the key on every route but /health and /metrics
+    "key_rate_limit:KeyRateLimit",  # at most --rate-limit-per-key requests/s per API key; 429 beyond
     "admission:Admission",  # at most --max-pending requests for the engine; 429 beyond
     "deep_health:DeepHealth",  # GET /health?deep=true generates one token
     "body_limits:BodyLimits",  # 413 / 408 before anything parses the body; read once
