@@ -37,6 +37,21 @@ def register() -> None:
     if ARCHITECTURE not in ModelRegistry.get_supported_archs():
         ModelRegistry.register_model(ARCHITECTURE, MODEL_CLASS)
     register_reasoning_parser()
+    load_tokenizer_json_as_is()
+
+
+def load_tokenizer_json_as_is() -> None:
+    """Serve the published tokenizer.json as written, not rebuilt as GPT-2's tokenizer.
+
+    The published tokenizer_config.json names ``GPT2Tokenizer``; transformers 5 then rebuilds the
+    tokenizer from the file's vocab and merges with GPT-2's pre-tokenizer, dropping the o200k split
+    pattern the model was trained with (contractions, newline runs and punctuation such as the
+    ``>\n\n`` that follows ``</think>`` come out as other tokens). vLLM keeps a list of model types
+    whose hub tokenizer class is wrong and loads their tokenizer.json as is; the model type goes on it.
+    """
+    from vllm.tokenizers import registry
+
+    registry._MODEL_TYPES_WITH_INCORRECT_TOKENIZER_CLASS.add(MODEL_TYPE)
 
 
 def register_reasoning_parser() -> None:

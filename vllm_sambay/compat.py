@@ -140,3 +140,38 @@ def install_cpu_seed_rewind() -> bool:
     GPUModelRunner._sample = _sample
     GPUModelRunner._sambay_seed_rewind = True
     return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Front end (the reasoning parser runs in the API server process; imports stay inside functions)
+# ---------------------------------------------------------------------------------------------
+def delta_message(**fields):
+    """vLLM's streaming ``DeltaMessage``: ``vllm.entrypoints.generate.base.protocol`` in 0.32 .. 0.34,
+    ``vllm.entrypoints.openai.engine.protocol`` in 0.26 (read in the wheels)."""
+    try:
+        from vllm.entrypoints.generate.base.protocol import DeltaMessage
+    except ImportError:  # 0.26
+        from vllm.entrypoints.openai.engine.protocol import DeltaMessage
+    return DeltaMessage(**fields)
+
+
+# The private request flag by which a parser's ``adjust_request`` tells vLLM that the grammar it
+# wrote covers the reasoning too, so the engine constrains from the first generated token:
+# ``_grammar_from_parser`` in 0.32 .. 0.34, ``_grammar_from_tool_parser`` in 0.26.
+_GRAMMAR_COVERS_REASONING_FLAGS = ("_grammar_from_parser", "_grammar_from_tool_parser")
+
+
+def grammar_covers_reasoning_flag(request) -> str | None:
+    """The name of that flag on this release's request class, or None where the release has none."""
+    private = getattr(type(request), "__private_attributes__", {})
+    return next((name for name in _GRAMMAR_COVERS_REASONING_FLAGS if name in private), None)
+
+
+def structured_outputs_to_format():
+    """vLLM's mapping of ``StructuredOutputsParams`` to an xgrammar structural-tag format
+    (``vllm.parser.abstract_parser.structured_outputs_to_format``, 0.32 .. 0.34), or None (0.26)."""
+    try:
+        from vllm.parser.abstract_parser import structured_outputs_to_format as to_format
+    except ImportError:
+        return None
+    return to_format

@@ -15,14 +15,10 @@ import torch
 from safetensors import safe_open
 
 from vllm_sambay.config import LayerKind, Phi4FlashConfig
-from vllm_sambay.testing.tiny import (
-    CHAT_TEMPLATE,
-    CORPUS,
-    SPECIAL_TOKENS,
-    THINK_TOKENS,
-    train_tokenizer,
-    write_tiny_checkpoint,
-)
+from vllm_sambay.testing import published_tokenizer
+from vllm_sambay.testing.tiny import write_tiny_checkpoint
+
+PUBLISHED = published_tokenizer.PUBLISHED_DIR
 
 FP32_KEYS = (".A_log", ".D", ".lambda_q1", ".lambda_k1", ".lambda_q2", ".lambda_k2")
 
@@ -42,9 +38,10 @@ def ckpt_bf16(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hf_tok(ckpt_bf16):
-    import transformers
+    """The checkpoint's tokenizer.json as written (what vLLM serves with the plugin registered)."""
+    from transformers import PreTrainedTokenizerFast
 
-    return transformers.AutoTokenizer.from_pretrained(ckpt_bf16)
+    return PreTrainedTokenizerFast.from_pretrained(ckpt_bf16)
 
 
 def expected_keys(cfg: Phi4FlashConfig) -> dict[str, tuple[int, ...]]:
@@ -106,13 +103,14 @@ def test_config_json_looks_published_and_autoconfig_loads_it(ckpt_bf16, hf_tok):
     raw = json.loads((ckpt_bf16 / "config.json").read_text())
     assert raw["model_type"] == "phi4flash" and raw["architectures"] == ["Phi4FlashForCausalLM"]
     assert type(raw["sliding_window"]) is int and raw["sliding_window"] == 16
-    for absent in ("layer_types", "layers_block_type", "head_dim", "dtype", "transformers_version"):
+    for absent in ("layer_types", "layers_block_type", "head_dim", "dtype"):
         assert absent not in raw, absent
     assert {k for k in raw if k.startswith("mamba_")} == {"mamba_d_state"}  # only what differs from defaults
     assert raw["torch_dtype"] == "bfloat16"
-    eot = hf_tok.convert_tokens_to_ids("<|endoftext|>")
-    assert raw["bos_token_id"] == raw["eos_token_id"] == raw["pad_token_id"] == eot
-    assert raw["vocab_size"] % 64 == 0 and len(hf_tok) <= raw["vocab_size"] < len(hf_tok) + 64
+    published = json.loads((PUBLISHED / "config.json").read_text())
+    for key in ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id", "max_position_embeddings"):
+        assert raw[key] == published[key], key
+    assert raw["vocab_size"] == 200064 and hf_tok.convert_tokens_to_ids("<|endoftext|>") == raw["eos_token_id"]
 
     cfg = transformers.AutoConfig.from_pretrained(ckpt_bf16, trust_remote_code=False)
     assert isinstance(cfg, Phi4FlashConfig)
@@ -158,23 +156,60 @@ def test_safetensors_keys_shapes_and_dtypes(ckpt_bf16):
     assert all(dtypes[k] == torch.bfloat16 for k in dtypes.keys() - fp32)
 
 
-def test_generation_config_stops_on_end(ckpt_bf16, hf_tok):
+def test_tokenizer_and_generation_files_are_the_published_ones(ckpt_bf16):
+    for name in ("tokenizer_config.json", "generation_config.json"):
+        assert (ckpt_bf16 / name).read_text() == (PUBLISHED / name).read_text(), name
     gen = json.loads((ckpt_bf16 / "generation_config.json").read_text())
-    eot, end = hf_tok.convert_tokens_to_ids("<|endoftext|>"), hf_tok.convert_tokens_to_ids("<|end|>")
-    assert gen == {"bos_token_id": eot, "eos_token_id": [end, eot], "pad_token_id": eot}
+    assert gen["eos_token_id"] == [200020, 199999]  # <|end|>, <|endoftext|>
 
 
-def test_tokenizer_special_tokens(hf_tok):
-    ids = [hf_tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS + THINK_TOKENS]
-    assert len(set(ids)) == len(ids) and hf_tok.unk_token_id not in ids[1:]
-    for token in SPECIAL_TOKENS + THINK_TOKENS:
-        assert hf_tok.encode(token, add_special_tokens=False) == [hf_tok.convert_tokens_to_ids(token)], token
-    assert hf_tok.bos_token == hf_tok.eos_token == hf_tok.pad_token == "<|endoftext|>"
-    assert hf_tok.encode("hello", add_special_tokens=True) == hf_tok.encode("hello", add_special_tokens=False)
+def test_tokenizer_has_the_published_ids(hf_tok):
+    added = json.loads((PUBLISHED / "tokenizer_config.json").read_text())["added_tokens_decoder"]
+    for i, spec in added.items():
+        assert hf_tok.convert_tokens_to_ids(spec["content"]) == int(i), spec["content"]
+        assert hf_tok.encode(spec["content"], add_special_tokens=False) == [int(i)]
+    assert len(hf_tok) == 200010  # 199998 BPE tokens + 12 added; the head has 200064 rows
+    assert hf_tok.encode("hello world", add_special_tokens=False) == [24912, 2375]  # the README's check
+    # <think> is plain text: three BPE tokens, the '>' merged with the newline after it
+    assert hf_tok.encode("<think>\n", add_special_tokens=False) == [33313, 881, 523]
+    assert hf_tok.encode("</think>\n\n", add_special_tokens=False) == [808, 49631, 3037]
+    assert hf_tok.convert_ids_to_tokens([199998, 200000, 200029, 200063]) == [None] * 4  # ids without a token
     ids = hf_tok.encode("<|user|>Sum?<|end|><|assistant|><think>2+2 is 4</think>Four.<|end|>", add_special_tokens=False)
-    # the chat markers go, the think tags stay (a reasoning parser must see them)
     assert hf_tok.decode(ids, skip_special_tokens=True) == "Sum?<think>2+2 is 4</think>Four."
-    assert hf_tok.decode(ids) == "<|user|>Sum?<|end|><|assistant|><think>2+2 is 4</think>Four.<|end|>"
+
+
+def test_tokenizer_is_o200k_byte_pair_encoding(hf_tok):
+    """Rank-based BPE (what the model was trained with) and the rebuilt merges agree, on text that
+    exercises the split pattern: contractions in capitals, digit groups, newline runs, punctuation."""
+    ranks = published_tokenizer.bpe_ranks()
+    pattern = __import__("regex").compile(published_tokenizer.O200K_PATTERN)
+    byte_level = {b: c for b, c in zip(range(256), _gpt2_alphabet(), strict=True)}
+
+    def rank_bpe(piece: str) -> list[int]:
+        parts = list(piece)
+        while len(parts) > 1:
+            pairs = [(ranks.get(parts[i] + parts[i + 1], 1 << 30), i) for i in range(len(parts) - 1)]
+            r, i = min(pairs)
+            if r == 1 << 30:
+                break
+            parts[i : i + 2] = [parts[i] + parts[i + 1]]
+        return [ranks[p] for p in parts]
+
+    text = "DON'T panic: 1234567 apples.\n\n\n  def f(x):\n\treturn x</think>\n\nnaïve café 😀 日本語"
+    expected = [t for w in pattern.findall(text) for t in rank_bpe("".join(byte_level[b] for b in w.encode()))]
+    assert hf_tok.encode(text, add_special_tokens=False) == expected
+
+
+def _gpt2_alphabet() -> list[str]:
+    keep = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    out, extra = [], 0
+    for b in range(256):
+        if b in keep:
+            out.append(chr(b))
+        else:
+            out.append(chr(256 + extra))
+            extra += 1
+    return out
 
 
 ODD_TEXTS = [
@@ -191,35 +226,21 @@ def test_any_text_round_trips(hf_tok, text):
     assert hf_tok.decode(hf_tok.encode(text, add_special_tokens=False)) == text
 
 
-def test_chat_template(ckpt_bf16, hf_tok):
+def test_chat_template_is_the_published_one(ckpt_bf16, hf_tok):
     hi = [{"role": "user", "content": "hi"}]
     text = hf_tok.apply_chat_template(hi, tokenize=False, add_generation_prompt=True)
-    assert text == "<|user|>hi<|end|><|assistant|>"
+    assert text == "<|user|>hi<|end|><|assistant|>"  # no system prompt, no <think> inserted
     convo = hi + [{"role": "assistant", "content": "<think>greet</think>Hello."}]
     assert hf_tok.apply_chat_template(convo, tokenize=False) == (
         "<|user|>hi<|end|><|assistant|><think>greet</think>Hello.<|end|><|endoftext|>"
     )
-    # transformers 4.x reads tokenizer_config.json, 5.x (and vLLM through it) chat_template.jinja
-    assert json.loads((ckpt_bf16 / "tokenizer_config.json").read_text())["chat_template"] == CHAT_TEMPLATE
-    assert (ckpt_bf16 / "chat_template.jinja").read_text() == CHAT_TEMPLATE
     ids = hf_tok.apply_chat_template(hi, tokenize=True, add_generation_prompt=True)
     ids = ids["input_ids"] if not isinstance(ids, list) else ids
-    user, end, assistant = hf_tok.convert_tokens_to_ids(["<|user|>", "<|end|>", "<|assistant|>"])
-    assert ids == [user, *hf_tok.encode("hi", add_special_tokens=False), end, assistant]
+    assert list(ids) == [200021, *hf_tok.encode("hi", add_special_tokens=False), 200020, 200019]
 
 
 def test_tokenizer_is_the_same_in_every_process(ckpt_bf16):
-    tok = train_tokenizer(1024)
-    assert json.loads((ckpt_bf16 / "tokenizer.json").read_text()) == json.loads(tok.to_str())
-
-
-def test_tokenizer_training_is_deterministic():
-    a, b = train_tokenizer(1024), train_tokenizer(1024)
-    assert a.to_str() == b.to_str()
-    assert a.get_vocab_size() == 1026 and a.get_vocab_size(with_added_tokens=False) == 1024
-    assert [a.token_to_id(t) for t in SPECIAL_TOKENS] == list(range(len(SPECIAL_TOKENS)))
-    assert [a.token_to_id(t) for t in THINK_TOKENS] == [1024, 1025]
-    assert train_tokenizer(512).to_str() == train_tokenizer(512).to_str() != a.to_str()
+    assert (ckpt_bf16 / "tokenizer.json").read_text() == published_tokenizer.tokenizer_json()
 
 
 def test_same_seed_same_bytes_and_idempotent(tmp_path):
@@ -237,9 +258,9 @@ def test_same_seed_same_bytes_and_idempotent(tmp_path):
     assert write_tiny_checkpoint(tmp_path / "a", seed=1, sliding_window=16) == a  # the default, spelled out
     assert (a / "model.safetensors").stat().st_mtime_ns == mtime  # reused, not rewritten
 
-    (a / "chat_template.jinja").unlink()  # an incomplete directory is rewritten
+    (a / "tokenizer.json").unlink()  # an incomplete directory is rewritten
     write_tiny_checkpoint(tmp_path / "a", seed=1)
-    assert (a / "chat_template.jinja").read_text() == CHAT_TEMPLATE
+    assert (a / "tokenizer.json").read_text() == published_tokenizer.tokenizer_json()
     assert (a / "model.safetensors").read_bytes() == bytes_a
 
     write_tiny_checkpoint(tmp_path / "a", seed=3)  # other parameters: rewritten
@@ -270,11 +291,10 @@ def test_bad_arguments_are_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_corpus_ships_with_the_package():
-    text = CORPUS.read_text(encoding="utf-8")
-    assert 20_000 <= len(text.encode()) <= 40_000
+def test_published_files_ship_with_the_package():
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     setuptools_cfg = pyproject["tool"]["setuptools"]
-    assert "vllm_sambay.testing.data" in setuptools_cfg["packages"]
-    patterns = setuptools_cfg["package-data"]["vllm_sambay.testing.data"]
-    assert any(fnmatch.fnmatch("tiny_corpus.txt", p) for p in patterns)
+    assert "vllm_sambay.testing.data.phi4flash" in setuptools_cfg["packages"]
+    patterns = setuptools_cfg["package-data"]["vllm_sambay.testing.data.phi4flash"]
+    for path in PUBLISHED.iterdir():
+        assert any(fnmatch.fnmatch(path.name, p) for p in patterns), path.name

@@ -2,8 +2,12 @@
 
 ``python -m vllm_sambay.testing.tiny OUT_DIR [--seed S] [--layers N] [--dtype float32|bfloat16|float16]
 [--sliding-window W] [--include-lm-head]`` writes (or reuses) a directory that loads like the
-published ``microsoft/Phi-4-mini-flash-reasoning`` repo: ``config.json``, ``model.safetensors``,
-``generation_config.json`` and a byte-level BPE tokenizer trained on ``data/tiny_corpus.txt``.
+published ``microsoft/Phi-4-mini-flash-reasoning`` repo: ``config.json`` (the published vocab size
+200064 and token ids; tiny layer sizes), ``model.safetensors``, and the published tokenizer,
+``tokenizer_config.json`` (chat template included) and ``generation_config.json``
+(:mod:`vllm_sambay.testing.published_tokenizer`). Only the weights are small and random: whatever a
+real checkpoint's shape does to the serving stack (plain-text ``<think>`` tags, an eos list, head rows
+with no token), this one does too.
 """
 
 from __future__ import annotations
@@ -19,8 +23,12 @@ import tempfile
 from pathlib import Path
 
 import torch
+import transformers
 
 from ..config import ARCHITECTURE, LayerKind, Phi4FlashConfig
+from . import published_tokenizer
+
+PUBLISHED_CONFIG = published_tokenizer.published_json("config.json")
 
 # Small enough for a 2-core CI machine, large enough for vLLM's CPU attention (head_dim >= 32,
 # block sizes multiple of 32) and to exercise every mechanism: GQA inside each differential half,
@@ -32,7 +40,9 @@ TINY_DEFAULTS = dict(
     num_attention_heads=4,
     num_key_value_heads=2,
     sliding_window=16,
-    max_position_embeddings=4096,
+    # The published value: vLLM then derives the default max_model_len from the tokenizer's
+    # model_max_length (65536), as it does for the real checkpoint.
+    max_position_embeddings=PUBLISHED_CONFIG["max_position_embeddings"],
     mamba_d_state=8,
     mamba_d_conv=4,
     mamba_expand=2,
@@ -111,69 +121,19 @@ def random_state_dict(config: Phi4FlashConfig, seed: int = 0) -> dict[str, torch
 
 
 # ---------------------------------------------------------------------------------------------
-# Tokenizer and checkpoint directory
+# Checkpoint directory
 # ---------------------------------------------------------------------------------------------
-# Phi-4-mini's control tokens. They are "special": one token each, never split by BPE, and
-# dropped by decode(skip_special_tokens=True) (the Rust decoder skips added tokens marked special).
-SPECIAL_TOKENS = [
-    "<|endoftext|>",
-    "<|system|>",
-    "<|user|>",
-    "<|assistant|>",
-    "<|end|>",
-    "<|tool|>",
-    "<|endofprompt|>",
-]
-# Single tokens too, but added with special=False so that decode(skip_special_tokens=True) keeps
-# them: a reasoning parser has to see where the thinking ends.
-THINK_TOKENS = ["<think>", "</think>"]
-EOT, END = "<|endoftext|>", "<|end|>"
-# The Phi-4-mini family template (architecture.md section 5).
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% else %}{{ eos_token }}{% endif %}"
-)
-CORPUS = Path(__file__).with_name("data") / "tiny_corpus.txt"
 DTYPES = ("float32", "bfloat16", "float16")
 # Bump when the directory contents change for the same parameters (old directories get rewritten).
-_FORMAT = 2
+_FORMAT = 3
 _FILES = (
     "config.json",
     "model.safetensors",
     "generation_config.json",
     "tokenizer.json",
     "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
     "tiny_params.json",
 )
-
-
-def train_tokenizer(vocab_size: int = 1024):
-    """Byte-level BPE (GPT-2 / o200k style, so any unicode text round-trips) trained on the shipped
-    corpus. Deterministic: the same ``vocab_size`` gives the same tokenizer in every process.
-
-    Ids: the special tokens come first (``<|endoftext|>`` is 0, ``<|end|>`` 4), the BPE vocabulary
-    fills up to ``vocab_size``, then ``<think>`` and ``</think>`` (``vocab_size`` and ``vocab_size + 1``).
-    """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(CORPUS.read_text(encoding="utf-8").splitlines(), trainer=trainer)
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
-    return tok
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return (n + multiple - 1) // multiple * multiple
 
 
 def published_style_config(config: Phi4FlashConfig, dtype: str) -> dict:
@@ -192,7 +152,6 @@ def published_style_config(config: Phi4FlashConfig, dtype: str) -> dict:
         "return_dict",
         "chunk_size_feed_forward",
         "is_encoder_decoder",
-        "transformers_version",
         "_name_or_path",
     )
     for key in (*derived, *generic):
@@ -203,29 +162,18 @@ def published_style_config(config: Phi4FlashConfig, dtype: str) -> dict:
         if cfg[key] == defaults.get(key):
             del cfg[key]
     cfg["torch_dtype"] = dtype  # the published spelling; transformers 5 maps it to ``dtype``
+    # Written by save_pretrained into every hub config.json; without it transformers 5 takes a
+    # large-vocabulary tokenizer for a Mistral one and warns about its regex.
+    cfg["transformers_version"] = transformers.__version__
     return cfg
 
 
-def _tokenizer_files(tok, model_max_length: int) -> dict[str, str]:
-    specials = {"bos_token": EOT, "eos_token": EOT, "pad_token": EOT, "unk_token": EOT}
-    tokenizer_config = {
-        # PreTrainedTokenizerFast loads tokenizer.json as is, offline, in transformers 4.x and 5.x.
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        **specials,
-        "model_max_length": model_max_length,
-        "add_bos_token": False,
-        "add_eos_token": False,
-        "clean_up_tokenization_spaces": False,
-        # transformers 4.x reads the template from here; 5.x (and vLLM through it) prefers
-        # chat_template.jinja. Both carry the same text.
-        "chat_template": CHAT_TEMPLATE,
-    }
-    return {
-        "tokenizer.json": tok.to_str(pretty=True),
-        "tokenizer_config.json": json.dumps(tokenizer_config, indent=2) + "\n",
-        "special_tokens_map.json": json.dumps(specials, indent=2) + "\n",
-        "chat_template.jinja": CHAT_TEMPLATE,
-    }
+def _published_digest() -> str:
+    """Changes when the shipped published files (hence the tokenizer) change."""
+    h = hashlib.sha256()
+    for path in sorted(published_tokenizer.PUBLISHED_DIR.iterdir()):
+        h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()
 
 
 def _matches(out: Path, params: dict) -> bool:
@@ -243,17 +191,17 @@ def write_tiny_checkpoint(
     seed: int = 0,
     layers: int = 8,
     dtype: str = "float32",
-    tokenizer_vocab: int = 1024,
     include_lm_head: bool = False,
     **config_overrides,
 ) -> Path:
     """Write a tiny random checkpoint directory laid out like the published HF repo and return
     its path. Files: config.json (int ``sliding_window``, no ``layer_types``), model.safetensors
     (published key names; A_log, D and lambda_* stay float32; no ``lm_head.weight`` unless
-    ``include_lm_head``), generation_config.json, tokenizer.json, tokenizer_config.json,
-    special_tokens_map.json, chat_template.jinja and tiny_params.json (the parameters).
+    ``include_lm_head``), the published generation_config.json and tokenizer_config.json (chat
+    template inside, as published), the rebuilt published tokenizer.json, and tiny_params.json (the
+    parameters).
 
-    Idempotent: a directory already written with the same parameters (and the same corpus) is
+    Idempotent: a directory already written with the same parameters (and the same published files) is
     returned untouched. Otherwise the files go to a temporary sibling directory that is renamed
     into place, so readers never see a half-written checkpoint.
     ``config_overrides`` are Phi4FlashConfig fields (e.g. ``sliding_window=32``).
@@ -269,22 +217,19 @@ def write_tiny_checkpoint(
         seed=seed,
         layers=layers,
         dtype=dtype,
-        tokenizer_vocab=tokenizer_vocab,
         include_lm_head=include_lm_head,
         overrides=overrides,
-        corpus_sha256=hashlib.sha256(CORPUS.read_bytes()).hexdigest(),
+        published_sha256=_published_digest(),
     )
     params = json.loads(json.dumps(params))  # the form it takes after a round trip through the file
     if _matches(out, params):
         return out
 
-    tok = train_tokenizer(tokenizer_vocab)
-    eot, end = tok.token_to_id(EOT), tok.token_to_id(END)
-    # The published config.json says bos/eos/pad = 1/2/0 (config-class defaults that are not the
-    # tokenizer's ids; stopping on them would be wrong: the real stop token is <|end|>, listed in
-    # generation_config.json). Here all three point at <|endoftext|> like the tokenizer config.
+    # The published ids: bos = eos = pad = <|endoftext|> in config.json (generation_config.json
+    # adds <|end|>, the turn end the model actually stops on), and the published head size.
+    eot = PUBLISHED_CONFIG["eos_token_id"]
     config = tiny_config(
-        _round_up(tok.get_vocab_size(), 64),
+        PUBLISHED_CONFIG["vocab_size"],
         num_hidden_layers=layers,
         bos_token_id=eot,
         eos_token_id=eot,
@@ -301,11 +246,7 @@ def write_tiny_checkpoint(
 
     texts = {
         "config.json": json.dumps(published_style_config(config, dtype), indent=2, sort_keys=True) + "\n",
-        "generation_config.json": json.dumps(
-            {"bos_token_id": eot, "eos_token_id": [end, eot], "pad_token_id": eot}, indent=2
-        )
-        + "\n",
-        **_tokenizer_files(tok, config.max_position_embeddings),
+        **published_tokenizer.checkpoint_files(),
         "tiny_params.json": json.dumps(params, indent=2) + "\n",  # last: marks the directory complete
     }
 
