@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import Stub, acall
+from asgi_stub import Stub, acall
 
 from sambay_server import policies
 from sambay_server.policies.admission import Admission

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import Stub, call
+from asgi_stub import Stub, call
 
 from sambay_server import policies
 from sambay_server.policies.auth import ApiKeyAuth, key_id

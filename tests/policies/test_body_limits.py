@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import call
+from asgi_stub import call
 
 from sambay_server import policies
 from sambay_server.policies.body_limits import BodyLimits, default_max_request_bytes

@@ -6,7 +6,7 @@ import asyncio
 from argparse import Namespace
 
 import pytest
-from conftest import Stub, acall, call
+from asgi_stub import Stub, acall, call
 
 from sambay_server import policies
 from sambay_server.policies import POLICIES, POLICY_PATHS, Policy, SambayPolicies, Settings

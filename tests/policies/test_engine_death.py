@@ -9,7 +9,7 @@ import os
 import signal
 from types import SimpleNamespace
 
-from conftest import Stub, acall, call
+from asgi_stub import Stub, acall, call
 
 from sambay_server import policies
 from sambay_server.event_loop import StopNotingLoop

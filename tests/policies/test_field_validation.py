@@ -6,7 +6,7 @@ must see the model classes on the endpoints.)
 """
 
 import pytest
-from conftest import Stub, call
+from asgi_stub import Stub, call
 from fastapi import FastAPI
 
 from sambay_server import policies

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import Stub, call
+from asgi_stub import Stub, call
 
 from sambay_server import cli, policies
 from sambay_server.policies.key_rate_limit import KeyRateLimit

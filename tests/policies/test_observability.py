@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 
-from conftest import Stub, acall, call
+from asgi_stub import Stub, acall, call
 from starlette.routing import Route
 
 from sambay_server import policies
