@@ -52,12 +52,30 @@ class RequestSchema:
     def __init__(self, schema: dict) -> None:
         self.schema = schema
         self.defs = schema.get("$defs") or schema.get("definitions") or {}
+        # Per schema object: resolved form, union members, applicable members per tag. A request of
+        # thousands of messages meets the same few schema objects again and again. Each entry keeps
+        # its key object alive, so an id is never reused for another object while cached.
+        self._cache: dict[tuple, tuple[Any, Any]] = {}
+
+    def _cached(self, kind: str, key_obj: Any, extra: Any, compute):
+        key = (kind, id(key_obj), extra)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] is key_obj:
+            return hit[1]
+        value = compute()
+        self._cache[key] = (key_obj, value)
+        return value
 
     def problems(self, body: Any) -> list[Problem]:
         return self._walk(body, self.schema, "", 0, False)[:MAX_PROBLEMS]
 
     # -- schema helpers ----------------------------------------------------------------------
     def _resolve(self, schema: Any) -> dict:
+        if not isinstance(schema, dict):
+            return {}
+        return self._cached("resolve", schema, None, lambda: self._resolve_uncached(schema))
+
+    def _resolve_uncached(self, schema: Any) -> dict:
         for _ in range(MAX_DEPTH):
             if not isinstance(schema, dict):
                 return {}
@@ -74,6 +92,9 @@ class RequestSchema:
 
     def _members(self, schema: dict) -> list[dict] | None:
         """The flattened members of a union schema, or None when it is not a union."""
+        return self._cached("members", schema, None, lambda: self._members_uncached(schema))
+
+    def _members_uncached(self, schema: dict) -> list[dict] | None:
         members = schema.get("anyOf") or schema.get("oneOf")
         if not isinstance(members, list):
             return None
@@ -144,7 +165,9 @@ class RequestSchema:
     def _union(self, value: Any, members: list[dict], path: str, depth: int) -> list[Problem]:
         tagged = False
         if isinstance(value, dict):
-            objects = [m for m in members if m.get("type") == "object" or "properties" in m]
+            objects = self._cached(
+                "objects", members, None, lambda: [m for m in members if m.get("type") == "object" or "properties" in m]
+            )
             candidates, tagged = self._applicable(value, objects)
         elif isinstance(value, list):
             candidates = [m for m in members if m.get("type") == "array"]
@@ -162,14 +185,32 @@ class RequestSchema:
     def _applicable(self, value: dict, members: list[dict]) -> tuple[list[dict], bool]:
         """The union members that apply to ``value`` (see the module docstring), and whether they
         were chosen by a tag (then they decide what is required)."""
-        tags = {
+        tag_keys = self._cached("tag_keys", members, None, lambda: self._tag_keys(members))
+        tags = sorted(key for key in tag_keys if key in value)
+        if not tags:
+            return members, False
+        tag_values = tuple((key, value[key]) for key in tags)
+        try:
+            key = ("applicable", id(members), tag_values)
+            hit = self._cache.get(key)
+        except TypeError:  # an unhashable tag value: no member fixes that
+            return self._applicable_for(value, members, tags)
+        if hit is not None and hit[0] is members:
+            return hit[1]
+        result = self._applicable_for(value, members, tags)
+        if result[1]:  # only values the schema names are cached: clients cannot grow the cache
+            self._cache[key] = (members, result)
+        return result
+
+    def _tag_keys(self, members: list[dict]) -> set[str]:
+        return {
             key
             for member in members
             for key, prop in (member.get("properties") or {}).items()
-            if key in value and self._fixed(prop) is not None
+            if self._fixed(prop) is not None
         }
-        if not tags:
-            return members, False
+
+    def _applicable_for(self, value: dict, members: list[dict], tags: list[str]) -> tuple[list[dict], bool]:
         tagged, open_members = [], []
         for member in members:
             props = member.get("properties") or {}

@@ -193,3 +193,17 @@ def test_routes_without_a_body_model_pass(stub):
     settings = policies.settings()
     app = BodyLimits(FieldValidation(stub, settings), settings)
     assert call(app, "POST", "/nope", body={"anything": 1}, stub=stub).status == 200
+
+
+def test_client_values_do_not_grow_the_schema_cache():
+    import pydantic
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+
+    from sambay_server.policies.request_schema import RequestSchema
+
+    schema = RequestSchema(pydantic.TypeAdapter(ChatCompletionRequest).json_schema())
+    schema.problems(chat({"role": "user", "content": [{"type": "text", "text": "a"}]}))
+    size = len(schema._cache)
+    for i in range(50):
+        schema.problems(chat({"role": "user", "content": [{"type": f"made-up-{i}", "text": "a"}]}))
+    assert len(schema._cache) <= size + 2
