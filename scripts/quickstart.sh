@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh serve
-exec .venv/bin/sambay-serve "$@"
+exec "${VENV:-.venv}/bin/sambay-serve" "$@"
