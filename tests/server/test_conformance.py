@@ -1,6 +1,6 @@
 """Differential conformance: the same requests to stock vLLM (``api_server`` + the plugin) and to
 sambay-serve on the same tiny checkpoint, greedy. Same status, same JSON fields, same token ids —
-except the intentional differences listed in ``DIFFERENT`` (and in the README's table)."""
+except the intentional differences listed in ``DIFFERENT`` (and in docs/server.md's table)."""
 
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ DIFFERENT = {
     "diff-user-without-content": (400, "a user message needs content, as in OpenAI's API (stock: 200)"),
 }
 VOLATILE = {"id", "created", "system_fingerprint"}
-OURS_ONLY = {"reasoning_content"}  # mirrored beside `reasoning` (intentional, README)
+OURS_ONLY = {"reasoning_content"}  # mirrored beside `reasoning` (intentional, docs/server.md)
 
 
 def _norm(obj):
