@@ -4,7 +4,7 @@ plugin module imports and the engine config builds through the plugin's hook. On
 release with the V1 runner, the tiny model is built, loads its weights and generates the
 reference's greedy tokens and logprobs, chunked prefill included; 0.34 has only Model Runner V2,
 whose parity is in test_mrv2.py. CUDA paths (kernels, CUDA graphs) are out of reach here;
-README "Supported versions"."""
+docs/status.md "vLLM versions"."""
 
 from __future__ import annotations
 
