@@ -56,15 +56,9 @@ def validate(args) -> None:
 
 
 def cli_env_setup() -> None:
-    """What ``vllm serve`` does first (multiprocessing start method)."""
-    try:
-        from vllm.entrypoints.serve.utils.api_utils import cli_env_setup as setup
-    except ImportError:  # pragma: no cover - older layout
-        try:
-            from vllm.entrypoints.utils import cli_env_setup as setup
-        except ImportError:
-            return
-    setup()
+    """What ``vllm serve`` does first (multiprocessing start method): ``vllm.entrypoints.common.startup``
+    in 0.33 and 0.34, ``serve.utils.api_utils`` in 0.26 and 0.32 (read in the wheels)."""
+    _import("vllm.entrypoints.common.startup", "vllm.entrypoints.serve.utils.api_utils").cli_env_setup()
 
 
 def run(args, loop_factory=None, **uvicorn_kwargs) -> None:

@@ -111,3 +111,37 @@ def test_the_reasoning_parser_suite_passes_on_the_release(run_on_release, releas
     done = run_on_release(release, "-c", code, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert " passed" in done.stdout and " failed" not in done.stdout
+
+
+FRONT_END = """
+import inspect, json, sys, vllm
+from sambay_server import cli, vllm_front
+args = cli.parse_args(["--model", sys.argv[1], "--max-model-len", "512"])
+vllm_front.cli_env_setup()
+run_server = vllm_front._launch().run_server
+found = {
+    "vllm": vllm.__version__,
+    "run_server": list(inspect.signature(run_server).parameters),
+    "auth": vllm_front.authentication_middleware().__name__,
+    "request_id": vllm_front.request_id_middleware().__name__,
+    "middleware": args.middleware,
+    "reasoning_parser": args.reasoning_parser,
+}
+from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+from vllm.entrypoints.launchers.app import build_app
+found["build_app"] = list(inspect.signature(build_app).parameters)[:3]
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_sambay_serve_front_end_resolves_on_the_release(run_on_release, tiny_checkpoint, release):
+    """Every vLLM front-end entry sambay-serve uses exists on the release with the signature it calls."""
+    done = run_on_release(release, "-c", FRONT_END, str(tiny_checkpoint))
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["vllm"] == release
+    assert found["run_server"] == ["args", "uvicorn_kwargs"]
+    assert (found["auth"], found["request_id"]) == ("AuthenticationMiddleware", "XRequestIdMiddleware")
+    assert found["reasoning_parser"] == "phi4_flash" and found["middleware"]
+    assert found["build_app"] == ["args", "supported_tasks", "model_config"]
