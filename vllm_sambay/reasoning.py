@@ -148,6 +148,8 @@ def _byte_level_pieces(tokenizer) -> tuple[tuple[str, ...], int | None]:
     size = max(len(tokenizer), max(vocab.values()) + 1)
     pieces = [""] * size
     special = set(getattr(tokenizer, "all_special_ids", ()))
+    # added tokens flagged special (<|user|>, <|end|>, ...): the detokenizer skips them too
+    special |= {i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items() if getattr(t, "special", False)}
     added = {tok: i for tok, i in getattr(tokenizer, "get_added_vocab", dict)().items()}
     for token, i in vocab.items():
         if i in special:

@@ -171,6 +171,9 @@ def test_prompt_and_turn_boundaries(parser_cls, tokenizer):
     assert not parser.is_reasoning_end(history)
     prefilled = history + tokenizer.encode("<think>\n\n</think>\n\n", add_special_tokens=False)
     assert parser.is_reasoning_end(prefilled)  # the user prefilled an empty think block
+    # special tokens are no text (vLLM's detokenizer skips them); <|tool|> is not special, so it is text
+    thinking = tokenizer.encode("<think>a", add_special_tokens=False)
+    assert not parser.is_reasoning_end([200021, 200020, *thinking]) and parser.is_reasoning_end([200023, *thinking])
     output = tokenizer.encode("<think>x</think>\n\nok", add_special_tokens=False)
     assert parser.extract_content_ids(output) == tokenizer.encode("ok", add_special_tokens=False)
 
