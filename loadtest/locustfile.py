@@ -1,4 +1,4 @@
-"""Locust user: streamed chat completions against any OpenAI-compatible server.
+"""Locust user: streamed chat completions (or completions) against any OpenAI-compatible server.
 
     locust -f loadtest/locustfile.py --host http://127.0.0.1:8000 --headless -u 16 -r 4 -t 5m \
         --workload paper --csv runs/x/locust --csv-full-history --html runs/x/locust.html
@@ -21,7 +21,6 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 # `locust -f loadtest/locustfile.py` puts loadtest/ on sys.path, not the directory holding the package.
@@ -33,13 +32,17 @@ from locust import User, events, task  # noqa: E402
 from locust.exception import StopUser  # noqa: E402
 from locust.runners import WorkerRunner  # noqa: E402
 
+from loadtest.settings import Settings, load_settings, request_factory  # noqa: E402
 from loadtest.stream_client import Endpoint  # noqa: E402
 from sambay_client.sse import RequestResult  # noqa: E402
-from sambay_client.workload import PRESETS, RequestFactory, Workload, resolve  # noqa: E402
+from sambay_client.workload import BENCHMARK_FIRST_ID, PRESETS, STYLES, Workload, benchmark_token  # noqa: E402
 
 log = logging.getLogger("loadtest")
-# Taken at import, before --processes forks, so that every worker agrees on the default directory.
-_STAMP = time.strftime("%Y%m%d-%H%M%S")
+
+
+def presets_help() -> str:
+    """Every preset as the workload module describes it: the help cannot drift from the numbers."""
+    return "; ".join(f"{name} = {wl.describe()}" for name, wl in PRESETS.items()).replace("%", "%%")
 
 
 @events.init_command_line_parser.add_listener
@@ -60,25 +63,33 @@ def add_arguments(parser) -> None:
         help="model name to request (default: the first one GET /v1/models lists)",
     )
     g.add_argument(
+        "--api",
+        env_var="LOADTEST_API",
+        choices=sorted(STYLES),
+        default="chat",
+        help="endpoint style: chat (messages) or completions (prompt); default chat",
+    )
+    g.add_argument(
         "--endpoint",
         env_var="LOADTEST_ENDPOINT",
-        default="/v1/chat/completions",
-        help="chat completions path under --host; /v1/models is looked up beside it",
+        default="",
+        help="path under --host (default: " + ", ".join(f"{s.path} for {n}" for n, s in STYLES.items()) + "); "
+        "/v1/models is looked up beside it",
     )
     g.add_argument(
         "--workload",
         env_var="LOADTEST_WORKLOAD",
         choices=sorted(PRESETS),
         default=None,
-        help="named shape; explicit length/jitter/ignore-eos options override it. "
-        "paper = 2048-token prompts, 32768 generated, +-30%%, ignore_eos",
+        help="named shape; explicit length/jitter/sampling options override it. " + presets_help(),
     )
     g.add_argument(
         "--prompt-tokens",
         env_var="LOADTEST_PROMPT_TOKENS",
         type=int,
         default=None,
-        help=f"prompt length, estimated as words (default {Workload.prompt_tokens})",
+        help="prompt length in tokens, as words (about one token each; exact with --benchmark-vocab; "
+        f"default {Workload.prompt_tokens})",
     )
     g.add_argument(
         "--output-tokens",
@@ -109,6 +120,16 @@ def add_arguments(parser) -> None:
         help="send ignore_eos (vLLM extension) so every request decodes max_tokens",
     )
     g.add_argument("--temperature", env_var="LOADTEST_TEMPERATURE", type=float, default=None)
+    g.add_argument("--top-p", env_var="LOADTEST_TOP_P", type=float, default=None)
+    g.add_argument(
+        "--benchmark-vocab",
+        env_var="LOADTEST_BENCHMARK_VOCAB",
+        type=int,
+        default=None,
+        metavar="VOCAB_SIZE",
+        help=f"prompts in sambay-bench's benchmark tokenizer (one word {benchmark_token(BENCHMARK_FIRST_ID)}.. per "
+        "token, ids below VOCAB_SIZE): exactly --prompt-tokens long against a model directory sambay-bench wrote",
+    )
     g.add_argument(
         "--prompts-file",
         env_var="LOADTEST_PROMPTS_FILE",
@@ -119,7 +140,7 @@ def add_arguments(parser) -> None:
         "--extra-body",
         env_var="LOADTEST_EXTRA_BODY",
         default="",
-        help="JSON object merged into every request body, e.g. '{\"top_p\": 0.95}'",
+        help="JSON object merged into every request body, e.g. '{\"presence_penalty\": 0.5}'",
     )
     g.add_argument(
         "--think-time",
@@ -154,64 +175,6 @@ def add_arguments(parser) -> None:
         type=int,
         default=None,
         help="reproducible prompts (each user still gets its own stream)",
-    )
-
-
-@dataclass(frozen=True)
-class Settings:
-    endpoint: str
-    models_path: str
-    api_key: str
-    model: str
-    workload: Workload
-    think_time: float
-    think_jitter: float
-    timeout_s: float
-    run_dir: Path
-    seed: int | None
-
-
-def _opt(opts, name: str, kind=None):
-    """Options edited in the web UI may arrive as strings; '' means unset."""
-    value = getattr(opts, name, None)
-    if value is None or value == "":
-        return None
-    if kind is bool and isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return kind(value) if kind else value
-
-
-def load_settings(opts) -> Settings:
-    """Resolved once per test and process, so the request loop only reads attributes."""
-    endpoint = "/" + (_opt(opts, "endpoint") or "/v1/chat/completions").lstrip("/")
-    extra = _opt(opts, "extra_body")
-    wl = resolve(
-        _opt(opts, "workload"),
-        prompt_tokens=_opt(opts, "prompt_tokens", int),
-        output_tokens=_opt(opts, "output_tokens", int),
-        prompt_jitter=_opt(opts, "prompt_jitter", float),
-        output_jitter=_opt(opts, "output_jitter", float),
-        ignore_eos=_opt(opts, "ignore_eos", bool),
-        temperature=_opt(opts, "temperature", float),
-        prompts_file=_opt(opts, "prompts_file"),
-        extra_body=json.loads(extra) if extra else None,
-    )
-    run_dir = _opt(opts, "run_dir")
-    if run_dir is None:
-        csv_prefix = _opt(opts, "csv_prefix")
-        run_dir = Path(csv_prefix).parent if csv_prefix else Path("loadtest-runs") / _STAMP
-    base = endpoint.rsplit("/chat/completions", 1)[0] if "/chat/completions" in endpoint else "/v1"
-    return Settings(
-        endpoint=endpoint,
-        models_path=f"{base}/models",
-        api_key=_opt(opts, "api_key") or "",
-        model=_opt(opts, "model") or "",
-        workload=wl,
-        think_time=_opt(opts, "think_time", float) or 0.0,
-        think_jitter=_opt(opts, "think_jitter", float) or 0.0,
-        timeout_s=_opt(opts, "request_timeout", float) or 600.0,
-        run_dir=Path(run_dir),
-        seed=_opt(opts, "seed", int),
     )
 
 
@@ -254,6 +217,7 @@ def _on_test_start(environment, **_kw) -> None:
     opts.run_dir = str(s.run_dir.resolve())
     config = {
         "host": environment.host,
+        "api": s.style.name,
         "endpoint": s.endpoint,
         "model": s.model or None,
         "workload": s.workload.to_dict(),
@@ -321,7 +285,7 @@ class ChatUser(User):
                     context={},
                 )
                 raise StopUser() from exc
-        self.factory = RequestFactory(s.workload, s.model or _Process.model)
+        self.factory = request_factory(s, s.model or _Process.model)
 
     def on_stop(self) -> None:
         endpoint = getattr(self, "endpoint", None)

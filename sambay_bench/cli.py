@@ -1,17 +1,18 @@
 """``sambay-bench``: SambaY against the dense Phi-4-mini on the same machine and vLLM.
 
-``sambay-bench run [--modes serve,decode,genlen,ttft] [--size full|tiny] [--out DIR] ...`` writes
+``sambay-bench run [--modes NAME,...] [--size full|tiny] [--out DIR] ...`` writes
 ``DIR/bench.json`` (every number, the environment and the exact command), ``DIR/bench.log`` (the
 raw log: this process and the engine workers, line by line), ``DIR/logs/server-*.log``,
 ``DIR/summary.md`` and one PNG per mode. ``sambay-bench report DIR`` prints the tables and redraws
-the plots from ``bench.json``. ``--size tiny`` runs the same code on tiny configs in seconds (CI).
+the plots from ``bench.json``; ``sambay-bench schema`` prints its JSON schema. ``--size tiny`` runs
+the same code on tiny configs in seconds (CI). The modes, their flags and their report sections
+come from the registry in ``sambay_bench.modes``; this module runs them: offline modes in one
+engine worker per model, server modes against one server per model.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import dataclasses
 import json
 import math
 import os
@@ -22,70 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sambay_client.workload import PAPER as PAPER_WORKLOAD
-from sambay_client.workload import PAPER_CONCURRENCY, PAPER_WARMUP_PER_CLIENT
-
+from .mode import OFFLINE, SERVER, Mode, Option, ServerRun
 from .models import MODELS, QUANTIZATIONS, SIZES, write_model
+from .modes import MODES
 from .results import Results, parse_event
 
-MODES = ("serve", "decode", "genlen", "ttft")
-OFFLINE_MODES = ("decode", "genlen", "ttft")
-
-# The paper's client (shared/design/benchmark.md section 7), from the one workload definition that
-# the load tests share; what a run changes is listed in its JSON.
-PAPER = {
-    "size": "full",
-    "concurrency": list(PAPER_CONCURRENCY),
-    "prompt_len": PAPER_WORKLOAD.prompt_tokens,
-    "output_len": PAPER_WORKLOAD.output_tokens,
-    "jitter": PAPER_WORKLOAD.prompt_jitter,
-    "requests": "4C+32",
-    "warmup_per_client": PAPER_WARMUP_PER_CLIENT,
-}
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "full": {
-        "concurrency": PAPER["concurrency"],
-        "prompt_len": PAPER["prompt_len"],
-        "output_len": PAPER["output_len"],
-        "jitter": PAPER["jitter"],
-        "warmup_per_client": PAPER_WARMUP_PER_CLIENT,
-        "batches": [1, 16, 64, 256],
-        "contexts": [2048, 8192, 16384, 32768],
-        "decode_steps": 32,
-        "decode_warmup_steps": 4,
-        "gen_lens": [500, 1000, 2000, 4000, 8000, 16000, 32000],
-        "genlen_prompt_len": 2000,
-        "ttft_prompt_lens": [2048, 8192, 32768],
-        "ttft_repeats": 3,
-        "max_model_len": 65536,
-    },
-    "tiny": {
-        "concurrency": [1, 2, 4],
-        "prompt_len": 48,
-        "output_len": 16,
-        "jitter": 0.3,
-        "warmup_per_client": 1,
-        "batches": [1, 4, 16],
-        "contexts": [64, 256],
-        "decode_steps": 8,
-        "decode_warmup_steps": 2,
-        "gen_lens": [16, 32, 64, 128],
-        "genlen_prompt_len": 48,
-        "ttft_prompt_lens": [64, 256, 1024],
-        "ttft_repeats": 2,
-        "max_model_len": 2048,
-    },
-}
-
-
-def int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
+# Settings of every mode; each mode's own flags and their defaults per size are in its registry entry.
+SIZE_SETTINGS: dict[str, dict[str, Any]] = {"full": {"max_model_len": 65536}, "tiny": {"max_model_len": 2048}}
 
 
 def name_list(known: tuple[str, ...]):
@@ -114,12 +58,24 @@ def engine_arg(text: str) -> tuple[str | None, str, Any]:
     return scope or None, key.replace("-", "_"), parsed
 
 
+def option_help(opt: Option) -> str:
+    """The option's help with its defaults per size, as the registry holds them."""
+
+    def shown(v: Any) -> str:
+        return ",".join(map(str, v)) if isinstance(v, list) else str(v)
+
+    defaults = f"default {shown(opt.full)}, --size tiny {shown(opt.tiny)}" if opt.full is not None else ""
+    return "; ".join(p for p in (opt.help, defaults) if p).replace("%", "%%")
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="sambay-bench", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="measure and write DIR/bench.json, bench.log, summary.md and PNGs")
     run.add_argument("--out", type=Path, help="run directory (default bench-runs/<time>)")
-    run.add_argument("--modes", type=name_list(MODES), default=list(MODES), help="comma list of " + ",".join(MODES))
+    run.add_argument(
+        "--modes", type=name_list(tuple(MODES)), default=list(MODES), help="comma list of " + ",".join(MODES)
+    )
     run.add_argument("--models", type=name_list(MODELS), default=list(MODELS))
     run.add_argument("--size", choices=SIZES, default="full", help="full: the real configs; tiny: CI smoke sizes")
     run.add_argument("--dtype", default=None, help="default bfloat16 on a GPU, float32 on CPU")
@@ -152,45 +108,27 @@ def parser() -> argparse.ArgumentParser:
         metavar="[MODEL:]KEY=VALUE",
         help="extra vLLM engine argument, for both models or one, e.g. dense:num_gpu_blocks_override=64",
     )
-    g = run.add_argument_group("serve (paper method)")
-    g.add_argument("--concurrency", type=int_list)
-    g.add_argument("--prompt-len", type=int)
-    g.add_argument("--output-len", type=int)
-    g.add_argument("--jitter", type=float, help="std of the lengths as a fraction of the mean (paper 0.3)")
-    g.add_argument("--requests", type=int, help="measured requests per level (paper: 4C+32)")
-    g.add_argument("--requests-per-client", type=int, help="measured requests per level = this x C")
-    g.add_argument("--warmup-per-client", type=int)
-    g = run.add_argument_group("decode sweep")
-    g.add_argument("--batches", type=int_list)
-    g.add_argument("--contexts", type=int_list)
-    g.add_argument("--decode-steps", type=int)
-    g.add_argument("--decode-warmup-steps", type=int)
-    g = run.add_argument_group("latency vs generation length")
-    g.add_argument("--gen-lens", type=int_list)
-    g.add_argument("--genlen-prompt-len", type=int)
-    g = run.add_argument_group("TTFT")
-    g.add_argument("--ttft-prompt-lens", type=int_list)
-    g.add_argument("--ttft-repeats", type=int)
+    for mode in MODES.values():
+        group = run.add_argument_group(f"{mode.name}: {mode.title}")
+        for opt in mode.options:
+            group.add_argument(opt.flag, dest=opt.name, type=opt.type, help=option_help(opt))
     rep = sub.add_parser("report", help="tables and plots again from RUN_DIR/bench.json")
     rep.add_argument("run_dir", type=Path)
     rep.add_argument("--no-plots", action="store_true")
+    sub.add_parser("schema", help="print the JSON schema of bench.json")
     return ap
 
 
 def resolve(args: argparse.Namespace, has_gpu: bool) -> dict[str, Any]:
-    """Explicit flags beat the size's defaults."""
-    s = dict(DEFAULTS[args.size])
+    """Explicit flags beat the size's defaults; each mode then refuses what does not fit."""
+    s = dict(SIZE_SETTINGS[args.size])
     for key in s:
-        value = getattr(args, key, None)
-        if value is not None:
-            s[key] = value
-    if args.requests is not None and args.requests_per_client is not None:
-        raise SystemExit("sambay-bench: give --requests or --requests-per-client, not both")
-    for key in ("requests", "requests_per_client"):
-        value = getattr(args, key)
-        if value is not None and value < 1:
-            raise SystemExit(f"sambay-bench: --{key.replace('_', '-')} must be at least 1")
-        s[key] = value  # both None: the paper's 4C + 32
+        if getattr(args, key, None) is not None:
+            s[key] = getattr(args, key)
+    for mode in MODES.values():
+        for opt in mode.options:
+            value = getattr(args, opt.name)
+            s[opt.name] = value if value is not None else opt.default(args.size)
     s["dtype"] = args.dtype or ("bfloat16" if has_gpu else "float32")
     s["enforce_eager"] = (not has_gpu) if args.enforce_eager is None else args.enforce_eager
     for key in ("modes", "models", "size", "gpu_memory_utilization", "time_budget_s", "startup_timeout_s", "hbm_tbps"):
@@ -199,19 +137,9 @@ def resolve(args: argparse.Namespace, has_gpu: bool) -> dict[str, Any]:
     if args.quantization and s["models"] != ["sambay"]:
         raise SystemExit("sambay-bench: --quantization applies to SambaY only; add --models sambay")
     s["engine_args"] = [{"model": m, "key": k, "value": v} for m, k, v in args.engine_arg]
-    if s["jitter"] < 0 or s["jitter"] >= 1:
-        raise SystemExit("sambay-bench: --jitter must be in [0, 1)")
-    if s["prompt_len"] + 1 > s["max_model_len"]:
-        raise SystemExit(
-            f"sambay-bench: --prompt-len {s['prompt_len']} does not fit --max-model-len {s['max_model_len']}"
-        )
+    for mode in MODES.values():
+        mode.check(s)
     return s
-
-
-def paper_differences(s: dict[str, Any]) -> dict[str, Any]:
-    per_client = f"{s['requests_per_client']}C" if s.get("requests_per_client") else None
-    ran = {**{k: s[k] for k in PAPER if k in s}, "requests": s["requests"] or per_client or "4C+32"}
-    return {k: {"paper": PAPER[k], "ran": ran[k]} for k in PAPER if ran[k] != PAPER[k]}
 
 
 def engine_settings(s: dict[str, Any], model: str, model_dir: Path) -> dict[str, Any]:
@@ -275,54 +203,46 @@ class Bench:
         self.results = Results(out / "bench.json", settings)
         self.log = RawLog(out / "bench.log")
 
-    # -- offline modes, one worker process per model --------------------------------------------
-    def offline(self, model: str, model_dir: Path, vocab_size: int) -> None:
-        from tqdm import tqdm
+    def selected(self, runs_in: str) -> list[Mode]:
+        """The modes this run asked for that run in ``runs_in``, in the registry's order."""
+        return [m for name, m in MODES.items() if name in self.s["modes"] and m.runs_in == runs_in]
 
+    # -- offline modes, one worker process per model --------------------------------------------
+    def offline_spec(self, model: str, model_dir: Path, vocab_size: int) -> dict[str, Any] | None:
+        """What the model's engine worker runs: its engine arguments and each offline mode's
+        keyword arguments; None when this run has no offline mode."""
         s = self.s
+        selected = self.selected(OFFLINE)
+        if not selected:
+            return None
         budget = s["time_budget_s"] if s["time_budget_s"] is not None else math.inf
-        modes: dict[str, dict[str, Any]] = {}
-        if "decode" in s["modes"]:
-            modes["decode"] = {
-                "batches": s["batches"],
-                "contexts": s["contexts"],
-                "steps": s["decode_steps"],
-                "warmup_steps": s["decode_warmup_steps"],
-                "max_model_len": s["max_model_len"],
-                "budget_s": budget,
-            }
-        if "genlen" in s["modes"]:
-            modes["genlen"] = {
-                "prompt_len": s["genlen_prompt_len"],
-                "gen_lens": s["gen_lens"],
-                "max_model_len": s["max_model_len"],
-                "budget_s": budget,
-            }
-        if "ttft" in s["modes"]:
-            modes["ttft"] = {
-                "prompt_lens": s["ttft_prompt_lens"],
-                "repeats": s["ttft_repeats"],
-                "max_model_len": s["max_model_len"],
-                "budget_s": budget,
-            }
-        if not modes:
-            return
         engine = engine_settings(s, model, model_dir)
-        if "decode" in modes:
-            engine.setdefault("max_num_seqs", max(s["batches"]))
-        spec = {
+        for mode in selected:
+            for key, value in mode.engine_args(s).items():
+                engine.setdefault(key, value)  # what the user set wins
+        common = {"max_model_len": s["max_model_len"], "budget_s": budget}
+        return {
             "model": model,
             "size": s["size"],
             "engine": engine,
-            "modes": modes,
+            "modes": {m.name: {**m.params(s), **common} for m in selected},
             "vocab_size": vocab_size,
             "dtype_bytes": dtype_bytes(s["dtype"]),
             "hbm_tbps": s["hbm_tbps"],
         }
+
+    def offline(self, model: str, model_dir: Path, vocab_size: int) -> None:
+        from tqdm import tqdm
+
+        s = self.s
+        spec = self.offline_spec(model, model_dir, vocab_size)
+        if spec is None:
+            return
         spec_path = self.out / "logs" / f"offline-{model}.json"
         spec_path.write_text(json.dumps(spec, indent=2, default=str))
-        self.results.doc["models"][model]["offline_engine"] = engine
-        hard_limit = s["startup_timeout_s"] + len(modes) * budget + 300
+        self.results.doc["models"][model]["offline_engine"] = spec["engine"]
+        budget = s["time_budget_s"] if s["time_budget_s"] is not None else math.inf
+        hard_limit = s["startup_timeout_s"] + len(spec["modes"]) * budget + 300
         cmd = [sys.executable, "-m", "sambay_bench.offline", str(spec_path)]
         self.log.say(f"[{model}] offline engine: {' '.join(cmd)}")
         proc = subprocess.Popen(
@@ -375,21 +295,19 @@ class Bench:
             bar.set_postfix_str(ev.get("desc", ""), refresh=True)
         elif kind == "point":
             self.results.add_point(ev["mode"], ev["point"])
-            self.log.say(f"[{model}] {ev['mode']}: {brief(ev['mode'], ev['point'])}")
+            self.log.say(f"[{model}] {ev['mode']}: {MODES[ev['mode']].brief(ev['point'])}")
         elif kind == "skip":
             self.results.add_skip(ev["mode"], {**ev["point"], "reason": ev["reason"]})
             self.log.say(f"[{model}] {ev['mode']}: skipped {ev['point']}: {ev['reason']}")
 
-    # -- mode 1, through the server ------------------------------------------------------------
-    def serve(self, model: str, model_dir: Path, vocab_size: int) -> None:
-        from tqdm import tqdm
-
-        from sambay_client.workload import paper_requests
-
-        from .serve import closed_loop, level_point
+    # -- server modes, one server per model -----------------------------------------------------
+    def server(self, model: str, model_dir: Path, vocab_size: int) -> None:
         from .server import ServerError, ServerProcess
 
         s = self.s
+        selected = self.selected(SERVER)
+        if not selected:
+            return
         engine = engine_settings(s, model, model_dir)
         cmd = [
             sys.executable,
@@ -403,8 +321,6 @@ class Bench:
         self.log.say(f"[{model}] server: {' '.join(cmd)} (log {log_path.relative_to(self.out)})")
         info = self.results.doc["models"][model]
         info["server"] = {"command": cmd, "log": str(log_path.relative_to(self.out))}
-        mode = self.results.mode("serve")
-        mode.setdefault("paper_method", {"differences": paper_differences(s)})
         try:
             srv = ServerProcess(cmd, log_path, ready_timeout_s=s["startup_timeout_s"], env=worker_env(server=True))
             srv.start()
@@ -417,61 +333,8 @@ class Bench:
         try:
             info["server"]["ready_s"] = srv.ready_s
             self.log.say(f"[{model}] server ready in {srv.ready_s:.1f} s at {srv.base_url}")
-            workload = dataclasses.replace(
-                PAPER_WORKLOAD,
-                prompt_tokens=s["prompt_len"],
-                output_tokens=s["output_len"],
-                prompt_jitter=s["jitter"],
-                output_jitter=s["jitter"],
-            )
-            budget = s["time_budget_s"] if s["time_budget_s"] is not None else math.inf
-            end = time.perf_counter() + budget
-            levels = list(s["concurrency"])
-            for i, c in enumerate(levels):
-                planned = s["requests"] or (s["requests_per_client"] or 0) * c or paper_requests(c)
-                level_deadline = time.perf_counter() + (end - time.perf_counter()) / (len(levels) - i)
-                bar = tqdm(total=planned, desc=f"{model} serve C={c}", unit="req", leave=False, disable=None)
-                run = asyncio.run(
-                    closed_loop(
-                        srv.base_url,
-                        model,
-                        c,
-                        planned,
-                        s["warmup_per_client"],
-                        workload,
-                        s["max_model_len"],
-                        vocab_size,
-                        level_deadline,
-                        seed=c,
-                        on_done=lambda _r, b=bar: b.update(),
-                    )
-                )
-                bar.close()
-                with open(self.out / "logs" / f"serve-{model}-c{c}.jsonl", "w") as f:
-                    for rec in run["records"]:
-                        f.write(json.dumps(rec) + "\n")
-                point = level_point(model, c, run["records"], planned, run["cut_in_flight"])
-                if not point["ok"]:
-                    reason = (
-                        "time budget ran out before a request completed"
-                        if not point["failed"]
-                        else f"every request failed: {point['errors']}"
-                    )
-                    self.results.add_skip("serve", {"model": model, "concurrency": c, "reason": reason})
-                    self.log.say(f"[{model}] serve: C={c} skipped: {reason}")
-                    continue
-                if point["requests"] < planned:
-                    mode["paper_method"].setdefault("cut_by_budget", []).append(
-                        {
-                            "model": model,
-                            "concurrency": c,
-                            "planned": planned,
-                            "measured": point["requests"],
-                            "cut_in_flight": point["cut_in_flight"],
-                        }
-                    )
-                self.results.add_point("serve", point)
-                self.log.say(f"[{model}] serve: {brief('serve', point)}")
+            for mode in selected:
+                mode.run(ServerRun(s, model, vocab_size, srv.base_url, self.out, self.results, self.log))
         finally:
             srv.stop()
 
@@ -491,10 +354,8 @@ class Bench:
                 "vocab_size": cfg["vocab_size"],
             }
             self.results.save()
-            if any(m in s["modes"] for m in OFFLINE_MODES):
-                self.offline(model, model_dir, cfg["vocab_size"])
-            if "serve" in s["modes"]:
-                self.serve(model, model_dir, cfg["vocab_size"])
+            self.offline(model, model_dir, cfg["vocab_size"])
+            self.server(model, model_dir, cfg["vocab_size"])
         return self.finish()
 
     def finish(self) -> int:
@@ -506,25 +367,6 @@ class Bench:
             self.log.say(line)
         self.log.say(f"results: {self.out / 'bench.json'}")
         return 1 if any(m.get("errors") for m in self.results.doc["models"].values()) else 0
-
-
-def brief(mode: str, p: dict[str, Any]) -> str:
-    if mode == "decode":
-        roof = f", roofline {p['roofline_ms']:.2f} ms ({p['roofline_fraction']:.0%})" if p.get("roofline_ms") else ""
-        lim = f" of {p['batch']} ({p['limited_by']})" if p.get("limited_by") else ""
-        return (
-            f"B={p['batch_running']}{lim} L={p['context']}: {p['ms_per_step']:.2f} ms/step, "
-            f"{p['tok_s']:.0f} tok/s{roof}"
-        )
-    if mode == "genlen":
-        return f"gen {p['gen_len']}: {p['latency_s']:.2f} s (TTFT {p['ttft_s'] * 1e3:.0f} ms)"
-    if mode == "ttft":
-        return f"prompt {p['prompt_len']}: TTFT {p['ttft_ms']:.1f} ms"
-    ttft = (p.get("ttft_ms") or {}).get("mean")
-    return (
-        f"C={p['concurrency']}: {p['ok']}/{p['requests_planned']} ok, latency {p['mean_latency_s']:.2f} s, "
-        f"{p['queries_per_s']:.3f} q/s, {p['output_tok_s']:.0f} tok/s, TTFT {ttft or float('nan'):.0f} ms"
-    )
 
 
 def worker_env(server: bool = False) -> dict[str, str]:
@@ -552,6 +394,11 @@ def has_cuda() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "schema":
+        from .schema import schema
+
+        print(json.dumps(schema(), indent=2))
+        return 0
     if args.command == "report":
         from .report import render
 

@@ -2,10 +2,10 @@
 
 ``sambay`` is Phi-4-mini-flash (``Phi4FlashForCausalLM``, this plugin); ``dense`` is Phi-4-mini
 (stock vLLM ``Phi3ForCausalLM``), the paper's baseline. Nobody can download either here, so the
-configs are written from the published values (``shared/design/benchmark.md`` section 8) and every
-directory gets the same *benchmark tokenizer*: one word ``t<id>`` per token id over the whole
-vocabulary. A prompt of N such words is exactly N tokens, any id a dummy-weight model samples
-detokenizes, and the client needs no tokenizer at all.
+configs are written from the published values (docs/benchmark-method.md, "The dense baseline") and
+every directory gets the same *benchmark tokenizer*: one word ``t<id>`` per token id over the whole
+vocabulary (``sambay_client.workload.benchmark_token``). A prompt of N such words is exactly N
+tokens, any id a dummy-weight model samples detokenizes, and the client needs no tokenizer at all.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sambay_client.workload import benchmark_token
 from vllm_sambay.config import ARCHITECTURE, Phi4FlashConfig
 from vllm_sambay.testing.tiny import published_style_config, tiny_config
 
 MODELS = ("sambay", "dense")
 SIZES = ("full", "tiny")
 
-# Phi-4-mini-instruct's config.json (benchmark.md section 8): 32 layers, 24 q / 8 kv heads of 128,
+# Phi-4-mini-instruct's config.json (docs/benchmark-method.md): 32 layers, 24 q / 8 kv heads of 128,
 # partial rotary 0.75 with LongRoPE; tied embeddings over a 200064-token vocabulary.
 PHI4_MINI_LONG_FACTOR = [
     1,
@@ -75,7 +76,6 @@ PHI4_MINI_LONG_FACTOR = [
 FULL_VOCAB = 200064
 TINY_VOCAB = 512
 EOS_ID = 200020  # <|end|> in the o200k-based Phi-4 vocabulary; benchmarks run with ignore_eos anyway
-FIRST_ID = 10  # prompts use ids from here up: clear of the low ids tokenizers give to control tokens
 
 
 def dense_config(size: str) -> dict[str, Any]:
@@ -143,19 +143,20 @@ def write_tokenizer(out: Path, vocab_size: int) -> None:
     """``t0 .. t<vocab_size-1>``, one token per whitespace-separated word; decoding puts the spaces back."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab_size)}, unk_token="t0"))
+    unk = benchmark_token(0)
+    tok = Tokenizer(models.WordLevel({benchmark_token(i): i for i in range(vocab_size)}, unk_token=unk))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with single spaces
     tok.save(str(out / "tokenizer.json"))
-    eos = f"t{EOS_ID % vocab_size}"
+    eos = benchmark_token(EOS_ID % vocab_size)
     (out / "tokenizer_config.json").write_text(
         json.dumps(
             {
                 "tokenizer_class": "PreTrainedTokenizerFast",
                 "eos_token": eos,
                 "bos_token": eos,
-                "pad_token": "t0",
-                "unk_token": "t0",
+                "pad_token": unk,
+                "unk_token": unk,
                 "model_max_length": 1 << 20,
                 "clean_up_tokenization_spaces": False,
                 "add_bos_token": False,

@@ -18,7 +18,6 @@ from typing import Any
 from sambay_client.jsonutil import json_safe
 
 SCHEMA_VERSION = 1
-SCHEMA = Path(__file__).with_name("schema.json")
 EVENT_PREFIX = "@@sambay-bench "
 
 
@@ -70,13 +69,6 @@ class Results:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(json_safe(self.doc), indent=2) + "\n")
         tmp.replace(self.path)
-
-
-def validate(doc: dict[str, Any]) -> None:
-    """Raises ``jsonschema.ValidationError`` naming the first field that does not fit."""
-    import jsonschema
-
-    jsonschema.validate(doc, json.loads(SCHEMA.read_text()))
 
 
 def _now() -> str:

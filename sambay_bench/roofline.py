@@ -1,4 +1,4 @@
-"""The HBM roofline of a decode step (``shared/design/benchmark.md`` section B).
+"""The HBM roofline of a decode step (docs/benchmark-method.md, "What the hardware allows").
 
 Decode is memory-bound: a step can be no faster than the bytes it must read divided by the HBM
 bandwidth. Those bytes are every weight once, plus per sequence its KV context (the window on

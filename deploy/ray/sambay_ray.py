@@ -86,6 +86,9 @@ class SambayReplica:
         # Ray Serve calls this when the replica stops: no engine process outlives its replica.
         engine = getattr(self, "engine", None)
         if engine is not None:
+            from sambay_server.policies.engine_state import LIVENESS
+
+            LIVENESS.note_stop_requested()  # a stopped engine, not a dead one (no 503 "engine died")
             engine.shutdown()
 
     def __serve_build_asgi_app__(self):

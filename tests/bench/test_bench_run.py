@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sambay_bench.results import validate
+from sambay_bench.schema import validate
 
 pytestmark = pytest.mark.engine
 PNG = b"\x89PNG\r\n\x1a\n"

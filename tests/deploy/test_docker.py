@@ -59,7 +59,7 @@ def test_gpu_image_is_the_tested_vllm_and_serves_with_sambay_serve():
     bases = [args.split()[0] for op, args in steps if op == "FROM" and "/" in args.split()[0]]
     assert len(set(bases)) == 1 and re.fullmatch(r"vllm/vllm-openai:v\d+\.\d+\.\d+", bases[0]), bases
     tag = bases[0].rsplit(":v", 1)[1]
-    assert f"`vllm=={tag}`" in (REPO / "README.md").read_text(), "not the GPU vLLM the README says was tested"
+    assert f"`vllm=={tag}`" in (REPO / "docs" / "status.md").read_text(), "not the GPU vLLM the status page says ran"
     entry = [args for op, args in steps if op == "ENTRYPOINT"]
     assert entry[-1].startswith('["sambay-serve"'), "the default (last) stage runs sambay-serve"
     assert '"--host", "0.0.0.0"' in entry[-1]

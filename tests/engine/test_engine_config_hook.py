@@ -128,3 +128,14 @@ def test_foreign_config_is_replaced_before_vllm_reads_layer_types(tiny_checkpoin
     assert hf_config.sliding_window == 16 and hf_config.num_hidden_layers == 8
     # Without the swap vLLM reads no layer_types and puts the window on every attention layer.
     assert vllm_config.cache_config.sliding_window is None
+
+
+@pytest.mark.parametrize("asked,expected", [(None, 65536), (131072, 131072), (2048, 2048)])
+def test_context_defaults_to_the_trained_64k(tiny_checkpoint, asked, expected):
+    """The published config.json allows 262144 positions (vLLM's default without --max-model-len);
+    the model card and Microsoft's serve script use 64K. An explicit value is honoured."""
+    from vllm.engine.arg_utils import EngineArgs
+
+    assert json.loads((tiny_checkpoint / "config.json").read_text())["max_position_embeddings"] == 262144
+    model_config = EngineArgs(model=str(tiny_checkpoint), max_model_len=asked).create_model_config()
+    assert model_config.max_model_len == expected

@@ -8,11 +8,14 @@ import time
 
 import pytest
 
-from sambay_bench.serve import closed_loop, level_point
-from sambay_client.workload import Workload
+from sambay_bench.closed_loop import closed_loop, level_point
+from sambay_client.workload import COMPLETIONS, BenchmarkTokenPrompts, RequestFactory, Workload
 
 LOAD = Workload(prompt_tokens=8, output_tokens=4, ignore_eos=True, temperature=1.0, top_p=0.9)
-MAX_MODEL_LEN = 64
+
+
+def factory(model: str) -> RequestFactory:
+    return RequestFactory(LOAD, model, COMPLETIONS, BenchmarkTokenPrompts(100), max_model_len=64)
 
 
 def run(
@@ -21,13 +24,10 @@ def run(
     return asyncio.run(
         closed_loop(
             base,
-            model,
+            factory(model),
             concurrency,
             requests,
             warmup,
-            LOAD,
-            MAX_MODEL_LEN,
-            vocab_size=100,
             deadline=time.perf_counter() + deadline_s,
             api_key=key,
         )
@@ -67,7 +67,5 @@ def test_the_deadline_cuts_requests_in_flight(scripted_server, scripted_key):
     out = run(scripted_server, scripted_key, "scripted", concurrency=3, requests=100, deadline_s=1.0)
     assert time.perf_counter() - t0 < 2.0  # not 100 requests of 0.8 s
     assert out["cut_in_flight"] == 3 and len(out["records"]) == 3  # one finished per client, the next cut
-    refused = asyncio.run(
-        closed_loop("http://127.0.0.1:9", "m", 1, 1, 0, LOAD, MAX_MODEL_LEN, 100, time.perf_counter() + 10)
-    )
+    refused = asyncio.run(closed_loop("http://127.0.0.1:9", factory("m"), 1, 1, 0, time.perf_counter() + 10))
     assert refused["records"][0]["status"] == 0 and "connection error" in refused["records"][0]["error"]

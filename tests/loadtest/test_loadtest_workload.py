@@ -1,18 +1,40 @@
-"""Request bodies: presets, jitter, prompts that no two requests share."""
+"""Request bodies: presets, jitter, prompts that no two requests share, endpoint styles, and the
+single-source property: Locust and sambay-bench build their requests from the one definition."""
 
 from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from sambay_client.workload import PRESETS, RequestFactory, draw_length, resolve, word_salad
+from loadtest import settings as locust_settings
+from sambay_bench import cli
+from sambay_bench.models import FULL_VOCAB, TINY_VOCAB
+from sambay_bench.modes import serve
+from sambay_client.workload import (
+    CHAT,
+    COMPLETIONS,
+    PAPER,
+    PRESETS,
+    BenchmarkTokenPrompts,
+    RequestFactory,
+    Workload,
+    draw_length,
+    resolve,
+    word_salad,
+)
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_paper_preset_and_explicit_values_win():
     wl = resolve("paper")
-    # One paper shape for the bench and the load tests (benchmark.md section 7).
+    # One paper shape for the bench and the load tests (docs/benchmark-method.md).
     assert (wl.prompt_tokens, wl.output_tokens, wl.ignore_eos) == (2000, 32000, True)
     assert wl.prompt_jitter == wl.output_jitter == 0.3
     assert (wl.temperature, wl.top_p) == (1.0, 0.9)
@@ -66,3 +88,87 @@ def test_prompts_file(tmp_path):
         json.dumps([{"role": "user", "content": "Hello?"}]): 99,
         json.dumps([{"role": "user", "content": "Hi"}]): 7,
     }
+
+
+def test_endpoint_styles_put_the_prompt_where_the_route_expects_it(tmp_path):
+    rng = random.Random(0)
+    chat = RequestFactory(resolve("smoke"), "m", CHAT).body(rng)
+    completion = RequestFactory(resolve("smoke"), "m", COMPLETIONS).body(rng)
+    assert chat["messages"][0]["role"] == "user" and "prompt" not in chat
+    assert isinstance(completion["prompt"], str) and "messages" not in completion
+    assert (CHAT.path, COMPLETIONS.path) == ("/v1/chat/completions", "/v1/completions")
+    assert CHAT.models_path("/openai/v1/chat/completions") == "/openai/v1/models"
+    assert COMPLETIONS.models_path("/v1/completions") == "/v1/models"
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi"}]}) + "\n")
+    with pytest.raises(ValueError, match="prompt 1: the completions endpoint needs a 'prompt'"):
+        RequestFactory(resolve(None, prompts_file=str(path)), "m", COMPLETIONS)
+
+
+def test_benchmark_token_prompts_are_exactly_as_long_as_drawn():
+    prompts = BenchmarkTokenPrompts(TINY_VOCAB)
+    rng = random.Random(3)
+    ids = prompts.ids(200, rng)
+    assert len(ids) == 200 and min(ids) >= 10 and max(ids) < TINY_VOCAB
+    words = prompts.text(64, rng).split()
+    assert len(words) == 64 and all(w[0] == "t" and 10 <= int(w[1:]) < TINY_VOCAB for w in words)
+    req = RequestFactory(resolve("smoke"), "m", COMPLETIONS, prompts).draw(rng)
+    assert req.prompt_tokens == 32 and len(req.body["prompt"].split()) == 32
+    with pytest.raises(ValueError, match="leaves no prompt ids"):
+        BenchmarkTokenPrompts(10)
+
+
+def test_describe_is_the_preset_in_words():
+    assert PAPER.describe() == "2000 → 32000 tokens, Gaussian std 30 %, ignore_eos, temperature 1.0, top_p 0.9"
+    assert Workload(8, 4, prompt_jitter=0.25).describe() == "8 → 4 tokens, prompt Gaussian std 25 %"
+
+
+def test_locust_and_the_bench_send_the_same_bodies_for_the_same_seed():
+    """sambay-bench's serve mode with its defaults (the paper's method) and Locust with
+    ``--workload paper --api completions --benchmark-vocab 200064`` build identical requests from
+    the same random generator: both go through the one workload definition."""
+    bench_settings = cli.resolve(cli.parser().parse_args(["run"]), has_gpu=True)
+    bench = serve.request_factory(bench_settings, "sambay", FULL_VOCAB)
+    opts = SimpleNamespace(workload="paper", api="completions", benchmark_vocab=FULL_VOCAB)
+    locust = locust_settings.request_factory(locust_settings.load_settings(opts), "sambay")
+    for seed in range(12):
+        from_bench, from_locust = bench.draw(random.Random(seed)), locust.draw(random.Random(seed))
+        assert from_bench == from_locust, seed
+        # no draw was long enough for the bench's clipping to max_model_len to make a difference
+        assert from_bench.prompt_tokens + from_bench.body["max_tokens"] < bench_settings["max_model_len"]
+    body = bench.body(random.Random(0))
+    assert (body["temperature"], body["top_p"], body["ignore_eos"], body["stream"]) == (1.0, 0.9, True, True)
+    assert locust_settings.load_settings(opts).endpoint == "/v1/completions"
+
+
+def test_locust_refuses_what_it_cannot_honour(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"prompt": "Hi"}) + "\n")
+    with pytest.raises(ValueError, match="--benchmark-vocab or --prompts-file, not both"):
+        locust_settings.load_settings(SimpleNamespace(benchmark_vocab=512, prompts_file=str(path)))
+    with pytest.raises(ValueError, match="--api 'embeddings'"):
+        locust_settings.load_settings(SimpleNamespace(api="embeddings"))
+    assert locust_settings.load_settings(SimpleNamespace()).endpoint == "/v1/chat/completions"
+
+
+def test_help_and_readmes_show_the_presets_as_defined():
+    """The Locust help is built from the presets; the READMEs write them out, so they are checked."""
+    code = (
+        "import loadtest.locustfile\nfrom locust.argument_parser import get_parser\nprint(get_parser().format_help())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    help_text = " ".join(out.stdout.split())
+    docs = {name: " ".join((REPO / name).read_text().split()) for name in ("loadtest/README.md", "docs/benchmarks.md")}
+    for name, wl in PRESETS.items():
+        assert f"{name} = {wl.describe()}" in help_text, name
+        assert f"`{name}` ({wl.describe()}" in docs["loadtest/README.md"], name
+        assert f"| `{name}` | {wl.describe()} |" in docs["docs/benchmarks.md"], name
+
+
+def test_locust_options_override_the_preset():
+    s = locust_settings.load_settings(
+        SimpleNamespace(workload="paper", top_p="0.5", temperature="0.2", output_tokens="64", ignore_eos="false")
+    )  # strings, as the web UI sends them
+    assert (s.workload.top_p, s.workload.temperature, s.workload.output_tokens) == (0.5, 0.2, 64)
+    assert s.workload.ignore_eos is False and s.workload.prompt_tokens == PAPER.prompt_tokens

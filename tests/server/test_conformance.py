@@ -1,6 +1,6 @@
 """Differential conformance: the same requests to stock vLLM (``api_server`` + the plugin) and to
 sambay-serve on the same tiny checkpoint, greedy. Same status, same JSON fields, same token ids —
-except the intentional differences listed in ``DIFFERENT`` (and in the README's table)."""
+except the intentional differences listed in ``DIFFERENT`` (and in docs/server.md's table)."""
 
 from __future__ import annotations
 
@@ -102,6 +102,17 @@ CASES: dict[str, tuple[str, str, dict | None]] = {
     "diff-lone-surrogate": ("POST", C, chat(messages=[{"role": "user", "content": "hi \ud800"}])),
     "diff-unknown-path": ("GET", "/v1/nope", None),
     "diff-top-k-beyond-int64": ("POST", C, chat(top_k=10**40)),
+    "diff-unknown-message-key": ("POST", C, chat(messages=[{"role": "user", "content": "Hi", "foo": 1}])),
+    "diff-unknown-response-format-key": ("POST", C, chat(response_format={"type": "json_object", "bar": 1})),
+    "diff-unknown-tool-key": (
+        "POST",
+        C,
+        chat(
+            tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}, "oops": 1}}],
+            tool_choice="none",
+        ),
+    ),
+    "diff-user-without-content": ("POST", C, chat(messages=[{"role": "user"}])),
 }
 # case -> (sambay-serve's status, why it differs from stock vLLM)
 DIFFERENT = {
@@ -110,9 +121,13 @@ DIFFERENT = {
     "diff-lone-surrogate": (400, "text that is not valid Unicode is refused before the tokenizer sees it"),
     "diff-unknown-path": (404, "the 404 body is an OpenAI error object (stock: {'detail': 'Not Found'})"),
     "diff-top-k-beyond-int64": (400, "integers beyond int64 are refused (stock: 200 when greedy, 500 when sampled)"),
+    "diff-unknown-message-key": (400, "unknown keys inside a message are refused (stock: accepted and ignored)"),
+    "diff-unknown-response-format-key": (400, "unknown keys inside response_format are refused (stock: ignored)"),
+    "diff-unknown-tool-key": (400, "unknown keys inside a tool definition are refused (stock: ignored)"),
+    "diff-user-without-content": (400, "a user message needs content, as in OpenAI's API (stock: 200)"),
 }
 VOLATILE = {"id", "created", "system_fingerprint"}
-OURS_ONLY = {"reasoning_content"}  # mirrored beside `reasoning` (intentional, README)
+OURS_ONLY = {"reasoning_content"}  # mirrored beside `reasoning` (intentional, docs/server.md)
 
 
 def _norm(obj):

@@ -7,23 +7,28 @@ import copy
 import json
 import math
 import random
+import sys
 
 import jsonschema
 import pytest
 
 from sambay_bench import cli
+from sambay_bench.closed_loop import ratios
+from sambay_bench.mode import OFFLINE, Mode, Option, int_list
 from sambay_bench.models import FULL_VOCAB, config_dict, sambay_config, write_model
-from sambay_bench.results import SCHEMA, json_safe, validate
+from sambay_bench.modes import MODES, serve
+from sambay_bench.report import render
+from sambay_bench.results import json_safe
 from sambay_bench.roofline import decode_bytes, hbm_tbps, roofline_ms
-from sambay_bench.serve import prompt_text, ratios
-from sambay_client.workload import PAPER, Workload, paper_requests
+from sambay_bench.schema import schema, validate
+from sambay_client.workload import PAPER, BenchmarkTokenPrompts, Workload, paper_requests
 from vllm_sambay.config import LayerKind, Phi4FlashConfig
 
 H100 = 3.35
 
 
 def test_roofline_matches_the_design_numbers():
-    """benchmark.md section B: SambaY B=64 at 32K reads ~95 GB (28 ms on an H100), Phi-4-mini B=15
+    """docs/benchmark-method.md, roofline: SambaY B=64 at 32K reads ~95 GB (28 ms on an H100), Phi-4-mini B=15
     at 32K ~72 GB (21.5 ms); 1.34 GB of global KV per SambaY sequence at 32K, 4.29 GB dense."""
     s, d = decode_bytes("sambay", "full"), decode_bytes("dense", "full")
     assert s.params == pytest.approx(3.85e9, rel=0.01) and d.params == pytest.approx(3.84e9, rel=0.01)
@@ -68,7 +73,7 @@ def test_benchmark_tokenizer_is_one_token_per_word(tmp_path):
 
     tok = AutoTokenizer.from_pretrained(write_model(tmp_path, "dense", "full"))
     assert len(tok) == FULL_VOCAB
-    text = prompt_text(500, FULL_VOCAB, random.Random(1))
+    text = BenchmarkTokenPrompts(FULL_VOCAB).text(500, random.Random(1))
     ids = tok(text)["input_ids"]
     assert len(ids) == 500 and tok.decode(ids) == text
     assert tok.decode([FULL_VOCAB - 1, 12]) == f"t{FULL_VOCAB - 1} t12"
@@ -120,7 +125,7 @@ def test_flags(tmp_path):
     ]
     s = cli.resolve(args, has_gpu=True)
     assert s["dtype"] == "bfloat16" and s["enforce_eager"] is False and s["requests"] is None
-    assert cli.paper_differences(s) == {}  # the defaults are the paper's method
+    assert serve.paper_differences(s) == {}  # the defaults are the paper's method
     engine = cli.engine_settings(s, "dense", tmp_path)
     assert engine["num_gpu_blocks_override"] == 20 and engine["max_num_seqs"] == 8
     assert "num_gpu_blocks_override" not in cli.engine_settings(s, "sambay", tmp_path)
@@ -139,11 +144,11 @@ def test_flags(tmp_path):
         cli.parser().parse_args(["run", "--size", "tiny", "--output-len", "8", "--requests", "5"]), has_gpu=False
     )
     assert tiny["dtype"] == "float32" and tiny["enforce_eager"] is True and tiny["output_len"] == 8
-    diffs = cli.paper_differences(tiny)
+    diffs = serve.paper_differences(tiny)
     assert diffs["size"] == {"paper": "full", "ran": "tiny"} and diffs["output_len"]["ran"] == 8
     assert diffs["requests"] == {"paper": "4C+32", "ran": 5}
     per_client = cli.resolve(cli.parser().parse_args(["run", "--requests-per-client", "2"]), has_gpu=True)
-    assert cli.paper_differences(per_client) == {"requests": {"paper": "4C+32", "ran": "2C"}}
+    assert serve.paper_differences(per_client) == {"requests": {"paper": "4C+32", "ran": "2C"}}
 
 
 @pytest.mark.parametrize(
@@ -235,11 +240,66 @@ def test_schema_accepts_a_document_and_names_what_is_wrong():
         mutate(doc)
         with pytest.raises(jsonschema.ValidationError, match=where):
             validate(doc)
-    assert json.loads(SCHEMA.read_text())["title"].startswith("sambay-bench")
+    assert schema()["title"].startswith("sambay-bench")
 
 
 def test_json_safe_turns_non_finite_numbers_into_null():
     assert json_safe({"a": [math.nan, 1.0, math.inf], "b": (2, -math.inf)}) == {"a": [None, 1.0, None], "b": [2, None]}
+
+
+def _echo_run(ctx, lens: list[int], max_model_len: int, budget_s: float) -> None:
+    raise AssertionError("not run here: the engine worker would call it")
+
+
+ECHO = Mode(
+    name="echo",
+    title="Echo (a mode this test adds)",
+    runs_in=OFFLINE,
+    options=(Option("echo_lens", int_list, "lengths", full=[8, 16], tiny=[2]),),
+    run=_echo_run,
+    params=lambda s: {"lens": s["echo_lens"]},
+    engine_args=lambda s: {"max_num_seqs": 3, "dtype": "ignored: the user's setting wins"},
+    check=lambda s: None if max(s["echo_lens"]) < s["max_model_len"] else sys.exit("echo: too long"),
+    point_schema={
+        "type": "object",
+        "required": ["model", "n"],
+        "properties": {"model": {"$ref": "#/$defs/model"}, "n": {"type": "integer", "minimum": 1}},
+    },
+    brief=lambda p: f"n={p['n']}",
+    table=lambda doc: "echo table: " + ",".join(str(p["n"]) for p in doc["modes"]["echo"]["points"]),
+)
+
+
+def test_a_mode_is_one_registry_entry(monkeypatch, tmp_path):
+    """A mode registered and nowhere else: the command line, the settings, the engine worker's spec,
+    the JSON schema and the report all take it from the registry."""
+    monkeypatch.setitem(MODES, "echo", ECHO)
+    args = cli.parser().parse_args(["run", "--modes", "echo,ttft", "--echo-lens", "5,6"])
+    s = cli.resolve(args, has_gpu=False)
+    assert s["modes"] == ["echo", "ttft"] and s["echo_lens"] == [5, 6]
+    assert cli.resolve(cli.parser().parse_args(["run", "--size", "tiny"]), has_gpu=False)["echo_lens"] == [2]
+    with pytest.raises(SystemExit, match="echo: too long"):
+        cli.main(["run", "--echo-lens", "70000"])
+
+    bench = cli.Bench(s, tmp_path)
+    spec = bench.offline_spec("sambay", tmp_path, 512)
+    assert list(spec["modes"]) == ["ttft", "echo"]  # the registry's order, not the flag's
+    assert spec["modes"]["echo"] == {"lens": [5, 6], "max_model_len": s["max_model_len"], "budget_s": math.inf}
+    assert spec["engine"]["max_num_seqs"] == 3 and spec["engine"]["dtype"] == "float32"
+
+    bench.results.doc["models"]["sambay"] = {
+        "architecture": "Phi4FlashForCausalLM",
+        "vocab_size": 512,
+        "decode_bytes": {"params": 1, "weight_bytes": 2, "kv_token_bytes": 3},
+    }
+    bench.results.add_point("echo", {"model": "sambay", "n": 7})
+    validate(bench.results.doc)
+    bench.results.doc["modes"]["echo"]["points"].append({"model": "sambay", "n": 0})
+    with pytest.raises(jsonschema.ValidationError, match="0"):
+        validate(bench.results.doc)
+    bench.results.doc["modes"]["echo"]["points"].pop()
+    text = render(bench.results.doc, tmp_path, plots=False)
+    assert "## Echo (a mode this test adds)\n\necho table: 7" in text
 
 
 def test_quantized_sambay_is_the_recipe_config_with_an_untied_head(tmp_path):

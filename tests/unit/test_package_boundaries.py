@@ -23,6 +23,7 @@ CLIENT_SIDE = (
     "sambay_client",
     "sambay_bench",
     "sambay_server",
+    "sambay_eval",
     "loadtest",
 )
 
@@ -42,6 +43,15 @@ def test_the_locust_file_loads_neither_torch_nor_the_plugin():
 def test_the_client_package_loads_neither_torch_nor_the_plugin():
     loaded = _loaded_after(
         "import sambay_client.sse, sambay_client.metrics, sambay_client.workload, sambay_client.jsonutil"
+    )
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_the_evaluation_runs_without_torch_or_the_plugin():
+    """It scores a remote server's answers: a laptop without torch must be able to run it."""
+    loaded = _loaded_after(
+        "import sambay_eval.answers, sambay_eval.tasks.utils; "
+        "sambay_eval.answers.is_equivalent(sambay_eval.answers.final_answer('\\\\boxed{1/2}'), '0.5')"
     )
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
 

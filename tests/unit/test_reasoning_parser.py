@@ -171,6 +171,9 @@ def test_prompt_and_turn_boundaries(parser_cls, tokenizer):
     assert not parser.is_reasoning_end(history)
     prefilled = history + tokenizer.encode("<think>\n\n</think>\n\n", add_special_tokens=False)
     assert parser.is_reasoning_end(prefilled)  # the user prefilled an empty think block
+    # special tokens are no text (vLLM's detokenizer skips them); <|tool|> is not special, so it is text
+    thinking = tokenizer.encode("<think>a", add_special_tokens=False)
+    assert not parser.is_reasoning_end([200021, 200020, *thinking]) and parser.is_reasoning_end([200023, *thinking])
     output = tokenizer.encode("<think>x</think>\n\nok", add_special_tokens=False)
     assert parser.extract_content_ids(output) == tokenizer.encode("ok", add_special_tokens=False)
 
@@ -216,7 +219,9 @@ def test_grammar_covers_the_think_block_and_constrains_the_answer(parser_cls, to
     for text, ok in [
         ('<think>\nthe user wants a</think>\n\n{"a": 1}', True),
         ('{"a": 1}', True),  # no think block: the answer is constrained from the first token
-        ('\n<think>x < y </th not yet</think> {"a": 2}', True),
+        ('<think>x < y </th not yet</think> {"a": 2}', True),
+        ('\n<think>x</think>{"a": 2}', False),  # the think branch opens at the first character
+        ('<think>x</think>\n\n\n\n\n\n\n\n\n{"a": 2}', False),  # at most 8 whitespace before the answer
         ('Sure! {"a": 1}', False),
         ('<think>x</think>{"b": 1}', False),
         ('<think>x</think>\n\n{"a": 1} and more', False),
@@ -245,7 +250,8 @@ def test_requests_without_constraint_or_reasoning_are_left_alone(parser_cls, tok
     assert parser_cls(tokenizer).adjust_request(hidden).structured_outputs.json == SCHEMA
 
 
-def test_json_options_that_cannot_be_honoured_are_refused(parser_cls, tokenizer):
-    request = chat_request(structured_outputs={"json": SCHEMA, "disable_any_whitespace": True})
-    with pytest.raises(ValueError, match="disable_any_whitespace"):
+@pytest.mark.parametrize("option", ["disable_any_whitespace", "disable_additional_properties"])
+def test_json_options_a_structural_tag_cannot_express_are_refused(parser_cls, tokenizer, option):
+    request = chat_request(structured_outputs={"json": SCHEMA, option: True})
+    with pytest.raises(ValueError, match=option):
         parser_cls(tokenizer).adjust_request(request)

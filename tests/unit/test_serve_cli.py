@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sambay_server import cli
+from sambay_server import cli, policies
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def test_no_model_serves_the_tiny_checkpoint_with_cpu_defaults(parse, tiny_check
     assert args.dtype == "float32" and args.enforce_eager  # this machine is a CPU one
     assert args.reasoning_parser == "phi4_flash" == args.structured_outputs_config.reasoning_parser
     assert args.middleware == [cli.MIDDLEWARE]
-    assert args.max_request_bytes == (1 << 20) + 64 * 2048
+    assert policies.settings_from_args(args).max_request_bytes == (1 << 20) + 64 * 2048
 
 
 def test_explicit_flags_win(parse, tiny_checkpoint):
@@ -33,6 +33,22 @@ def test_explicit_flags_win(parse, tiny_checkpoint):
     assert (args.dtype, args.enforce_eager, args.reasoning_parser, args.host) == ("bfloat16", False, "deepseek_r1",
                                                                                   "0.0.0.0")  # fmt: skip
     assert args.max_request_bytes == 1000 and args.middleware == ["x.Y", cli.MIDDLEWARE]
+
+
+def test_policy_flags_are_the_policy_options(parse):
+    """One source for defaults: every policy option with a flag is a flag with the same default."""
+    args = parse([])
+    defaults = policies.settings()
+    for option in policies.options():
+        if option.cli_flag is not None and option.derive is None:
+            assert getattr(args, option.name) == option.default == getattr(defaults, option.name), option.name
+    assert parse(["--max-pending", "3", "--body-timeout-s", "1.5"]).max_pending == 3
+
+
+def test_request_id_headers_are_on_and_taken_over(parse):
+    args = parse([])
+    assert args.sambay_request_id_headers and not args.enable_request_id_headers  # vLLM's copy stays off
+    assert not parse(["--no-enable-request-id-headers"]).sambay_request_id_headers
 
 
 def test_the_key_is_taken_over_from_vllm(parse, monkeypatch):

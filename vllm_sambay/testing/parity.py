@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from vllm import LLM
 
+    from ..compat import runs_model_runner_v2
     from ..config import Phi4FlashConfig
     from .reference import SambaYReference
 
@@ -138,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         skip_tokenizer_init=True,
     )
     start_s = time.perf_counter() - t0
+    model_runner_v2 = runs_model_runner_v2(llm.llm_engine.vllm_config)
     got = run_vllm(llm, prompts, args.max_tokens)
     ref = SambaYReference.from_pretrained(args.checkpoint, dtype=getattr(torch, args.reference_dtype))
     report = ParityReport([compare(ref, p, toks, lps) for p, (toks, lps, _) in zip(prompts, got, strict=True)])
@@ -147,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "engine_start_s": start_s,
         "quantization": args.quantization,
+        "model_runner_v2": model_runner_v2,
         "greedy_identical": greedy_same,
         **report.to_dict(),
     }

@@ -1,11 +1,10 @@
-"""Mode 1, the paper's method: closed-loop streaming clients against an OpenAI-compatible server.
+"""The paper's closed-loop streaming clients against an OpenAI-compatible server.
 
 C clients each send one request, wait for its last byte and send the next, until the level's
 request count is done (the paper: one unmeasured warm-up request per client, then 4C + 32
-requests). Request shapes are ``sambay_client.workload.Workload`` (the paper's preset is
-``PAPER``): lengths drawn per request from N(mean, jitter * mean), clipped to at least 1 token and
-to the server's max_model_len. Latency is a
-request's start to its last byte; throughput in queries/s is C / mean latency.
+requests). What each request asks for comes from a ``sambay_client.workload.RequestFactory``, the
+same that the Locust users send. Latency is a request's start to its last byte; throughput in
+queries/s is C / mean latency.
 """
 
 from __future__ import annotations
@@ -20,14 +19,7 @@ from typing import Any
 from sambay_client.jsonutil import json_safe
 from sambay_client.metrics import summarize
 from sambay_client.sse import RequestResult, StreamReader, http_error
-from sambay_client.workload import Workload
-
-from .models import FIRST_ID
-
-
-def prompt_text(n_tokens: int, vocab_size: int, rng: random.Random) -> str:
-    """``n_tokens`` words of the benchmark tokenizer (exactly that many tokens), fresh each time."""
-    return " ".join(f"t{rng.randrange(FIRST_ID, vocab_size)}" for _ in range(n_tokens))
+from sambay_client.workload import RequestFactory
 
 
 async def stream_request(session, url: str, body: dict[str, Any], headers: dict[str, str]) -> RequestResult:
@@ -57,59 +49,41 @@ async def stream_request(session, url: str, body: dict[str, Any], headers: dict[
 
 async def closed_loop(
     base_url: str,
-    model: str,
+    factory: RequestFactory,
     concurrency: int,
     requests: int,
     warmup_per_client: int,
-    workload: Workload,
-    max_model_len: int,
-    vocab_size: int,
     deadline: float,
     seed: int = 0,
-    path: str = "/v1/completions",
     api_key: str | None = None,
     on_done: Callable[[dict], None] | None = None,
 ) -> dict[str, Any]:
-    """Run one concurrency level; returns the measured records and what was cut by the deadline."""
+    """Run one concurrency level; returns the measured records and what was cut by the deadline.
+    Requests go to ``base_url`` + the factory's endpoint style's path."""
     import aiohttp
 
+    url = base_url + factory.style.path
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     records: list[dict[str, Any]] = []
     issued = 0
     timeout = aiohttp.ClientTimeout(total=None, sock_read=600)
     connector = aiohttp.TCPConnector(limit=concurrency + 1)
 
-    def body(rng: random.Random) -> tuple[dict[str, Any], int]:
-        """A request body and its drawn prompt length."""
-        prompt_len, output_len = workload.lengths(rng, max_model_len)
-        req = {
-            "model": model,
-            "prompt": prompt_text(prompt_len, vocab_size, rng),
-            "max_tokens": output_len,
-            "ignore_eos": workload.ignore_eos,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        for key in ("temperature", "top_p"):
-            if getattr(workload, key) is not None:
-                req[key] = getattr(workload, key)
-        return req, prompt_len
-
     async def client(idx: int, session) -> None:
         nonlocal issued
         rng = random.Random(seed * 1_000_003 + idx)
         for _ in range(warmup_per_client):
-            await stream_request(session, base_url + path, body(rng)[0], headers)
+            await stream_request(session, url, factory.body(rng), headers)
         while issued < requests and time.perf_counter() < deadline:
             issued += 1
-            b, planned = body(rng)
+            req = factory.draw(rng)
             t_wall = time.time()
-            result = await stream_request(session, base_url + path, b, headers)
+            result = await stream_request(session, url, req.body, headers)
             rec = {
                 "start": t_wall,
                 "client": idx,
-                "planned_prompt_len": planned,
-                "planned_output_len": b["max_tokens"],
+                "planned_prompt_len": req.prompt_tokens,
+                "planned_output_len": req.body["max_tokens"],
                 **result.to_dict(),
             }
             records.append(rec)

@@ -1,0 +1,101 @@
+"""What every policy shares: ASGI types, the per-request record, JSON answers, and the one
+implementation of "hold a whole response, then rewrite it"."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import error_body
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+@dataclass
+class Exchange:
+    """What the policies learn about one HTTP request and tell each other (kept in
+    ``scope["state"]``, where Starlette keeps ``request.state``)."""
+
+    request_id: str = ""
+    body: bytes | None = None  # the whole request body, once the body-limit policy has read it
+    api_key_id: str | None = None  # SHA-256 prefix of the key the request authenticated with
+
+
+def exchange(scope: Scope) -> Exchange:
+    """This request's :class:`Exchange` (created on first use)."""
+    state = scope.setdefault("state", {})
+    record = state.get("sambay")
+    if record is None:
+        record = state["sambay"] = Exchange()
+    return record
+
+
+def header(headers: list[tuple[bytes, bytes]] | None, name: bytes) -> bytes | None:
+    """The last value of header ``name`` (lower case) in an ASGI header list."""
+    found = None
+    for key, value in headers or []:
+        if key.lower() == name:
+            found = value
+    return found
+
+
+def content_type(message: Message) -> bytes:
+    return header(message.get("headers"), b"content-type") or b""
+
+
+def is_sse(message: Message) -> bool:
+    return content_type(message).startswith(b"text/event-stream")
+
+
+async def send_json(send: Send, status: int, body: dict, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Answer with a JSON body (``Content-Length`` set)."""
+    payload = json.dumps(body).encode()
+    start = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": start + (headers or [])})
+    await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+
+async def send_error(send: Send, status: int, message: str, param: str | None = None, headers=None) -> None:
+    """Answer with an OpenAI-style error body."""
+    await send_json(send, status, error_body(status, message, param), headers)
+
+
+Rewrite = Callable[[Message, bytes], Awaitable[tuple[Message, bytes]]]
+
+
+class WholeResponse:
+    """A ``send`` that holds back a response it was asked to rewrite until its body is complete,
+    then sends the rewritten start (``Content-Length`` corrected) and body in one piece.
+
+    ``hold(start)`` decides per response; responses not held pass through untouched, so streams
+    keep streaming. Used by every policy that rewrites a JSON response, so the buffering exists once.
+    """
+
+    def __init__(self, send: Send, hold: Callable[[Message], bool], rewrite: Rewrite) -> None:
+        self._send, self._hold, self._rewrite = send, hold, rewrite
+        self._start: Message | None = None
+        self._chunks: list[bytes] = []
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            if self._hold(message):
+                self._start = message
+                return
+            return await self._send(message)
+        if self._start is None or message["type"] != "http.response.body":
+            return await self._send(message)
+        self._chunks.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        start, body = await self._rewrite(self._start, b"".join(self._chunks))
+        self._start, self._chunks = None, []
+        headers = [(k, v) for k, v in start.get("headers") or [] if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await self._send({**start, "headers": headers})
+        await self._send({"type": "http.response.body", "body": body, "more_body": False})
