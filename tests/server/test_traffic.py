@@ -130,9 +130,9 @@ def test_n_counts_as_n_sequences_against_max_pending(server, auth):
             async with c.stream("POST", f"{server['base']}/v1/completions", json={**body, "n": held_n},
                                 headers=auth) as r:  # fmt: skip
                 assert r.status_code == 200
-                async for line in r.aiter_lines():
-                    if line.startswith("data: "):
-                        break  # running: its n slots are held
+                lines = r.aiter_lines()  # kept referenced: a dropped iterator closes the response
+                while not (await anext(lines)).startswith("data: "):
+                    pass  # until it runs; its n slots stay held while the stream is open
                 over = await c.post(f"{server['base']}/v1/completions", headers=auth,
                                     json={**body, "stream": False, "max_tokens": 2, "n": 11})  # fmt: skip
                 fits = await c.post(f"{server['base']}/v1/completions", headers=auth,
