@@ -66,6 +66,23 @@ HAND = {
     "role-missing": (C, {"model": M, "messages": [{"content": "x"}]}),
     "temperature-nan-string": (C, _chat(temperature="NaN")),
     "response-format-bad-schema": (C, _chat(response_format={"type": "json_schema", "json_schema": {"x": 1}})),
+    "responses-refusal-part": (  # a previous response's output replayed as input, the model having refused
+        "/v1/responses",
+        {
+            "model": M,
+            "max_output_tokens": 4,
+            "input": [
+                {
+                    "type": "message",
+                    "role": "assistant",
+                    "id": "msg_1",
+                    "status": "completed",
+                    "content": [{"type": "refusal", "refusal": "I cannot help with that."}],
+                },
+                {"role": "user", "content": "hi"},
+            ],
+        },
+    ),
 }
 
 
