@@ -34,7 +34,9 @@ POLICY_PATHS = [
     "admission:Admission",  # at most --max-pending requests for the engine; 429 beyond
     "deep_health:DeepHealth",  # GET /health?deep=true generates one token
     "body_limits:BodyLimits",  # 413 / 408 before anything parses the body; read once
-    "field_validation:FieldValidation",  # 400 for fields vLLM would accept and ignore, and unusable values
+    "field_validation:FieldValidation",  # 400 for fields vLLM would accept and ignore, unusable values, deep nesting
+    "fan_out:FanOut",  # n bounded by --max-n; a request charged its sequences against --max-pending
+    "reply_size:ReplySize",  # 400 up front for a non-streamed reply too large to build on the event loop
     "reasoning_mirror:ReasoningMirror",  # reasoning_content beside reasoning in chat responses
     "error_shape:ErrorShape",  # framework errors (404, 405) as OpenAI error bodies
 ]

@@ -1,7 +1,8 @@
 """One JSON line per request on the ``sambay_server.access`` logger.
 
 Fields: ``request_id`` (the engine request's id, see :mod:`.request_id`), method, route template,
-path (first 200 characters), status (499 when the client left before any response), bytes sent,
+path (first 200 characters), status (the one the client was sent; see :class:`~.asgi.Outcome`:
+500 for an app that raised, 499 only when the client left before the status line), bytes sent,
 latency in ms. It replaces uvicorn's access log (sambay-serve turns that one off).
 """
 
@@ -12,35 +13,30 @@ import logging
 import time
 
 from . import routes
-from .asgi import Receive, Scope, Send, exchange
+from .asgi import Outcome, Receive, Scope, Send, exchange
 from .policy import Policy
 
 log = logging.getLogger("sambay_server.access")
-CLIENT_LEFT = 499  # no response was started: the client went away first (nginx's convention)
 
 
 class AccessLog(Policy):
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
-        seen = {"status": 0, "bytes": 0}
-
-        async def observed(message):
-            if message["type"] == "http.response.start":
-                seen["status"] = message["status"]
-            elif message["type"] == "http.response.body":
-                seen["bytes"] += len(message.get("body", b""))
-            await send(message)
-
+        outcome = Outcome(receive, send)
+        error: BaseException | None = None
         try:
-            await self.app(scope, receive, observed)
+            await self.app(scope, outcome.receive, outcome.send)
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             line = {
                 "request_id": exchange(scope).request_id,
                 "method": scope["method"],
                 "route": routes.template(scope),
                 "path": scope["path"][:200],
-                "status": seen["status"] or CLIENT_LEFT,
-                "bytes": seen["bytes"],
+                "status": outcome.status(error),
+                "bytes": outcome.bytes,
                 "latency_ms": round((time.perf_counter() - start) * 1e3, 1),
             }
             log.info(json.dumps(line))

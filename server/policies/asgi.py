@@ -3,6 +3,7 @@ implementation of "hold a whole response, then rewrite it"."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ class Exchange:
     request_id: str = ""
     body: bytes | None = None  # the whole request body, once the body-limit policy has read it
     api_key_id: str | None = None  # SHA-256 prefix of the key the request authenticated with
+    data: Any = None  # the body decoded as JSON, once the field-validation policy has judged it
+    admission: Any = None  # the admission policy's ticket for this request (see admission.Ticket)
 
 
 def exchange(scope: Scope) -> Exchange:
@@ -34,6 +37,48 @@ def exchange(scope: Scope) -> Exchange:
     if record is None:
         record = state["sambay"] = Exchange()
     return record
+
+
+CLIENT_LEFT = 499  # the client went away before the status line reached it (nginx's convention)
+SERVER_ERROR = 500  # what Starlette's error middleware (or uvicorn) sends for an app that raised
+
+
+class Outcome:
+    """What the client of one exchange was actually sent: the status of record for logs and metrics.
+
+    vLLM's app sits inside our policies, Starlette's error middleware outside them: an exception
+    passes up through the policies *before* its 500 is sent, and a non-streamed request whose client
+    left is answered 200 ``null`` by vLLM's cancellation wrapper into a closed connection (uvicorn drops
+    it). So the status of record is the one sent while the client was there; 499 when the client left
+    before any status line reached it; 500 when the app raised (or returned) without starting one.
+    """
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive, self._send = receive, send
+        self.started: int | None = None  # the status line sent while the client was connected
+        self.bytes = 0
+        self.client_left = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            self.client_left = True
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and not self.client_left:
+            self.started = message["status"]
+        elif message["type"] == "http.response.body" and self.started is not None and not self.client_left:
+            self.bytes += len(message.get("body", b""))
+        await self._send(message)
+
+    def status(self, error: BaseException | None) -> int:
+        """The status of record once the app has returned (``error``: what it raised, if anything)."""
+        if self.started is not None:
+            return self.started
+        if self.client_left or isinstance(error, asyncio.CancelledError):
+            return CLIENT_LEFT
+        return SERVER_ERROR  # raised, or returned without answering: the client gets a 500
 
 
 def header(headers: list[tuple[bytes, bytes]] | None, name: bytes) -> bytes | None:

@@ -13,6 +13,10 @@
   is not first) and an output message with no content (a 500 before 0.34). Until vLLM handles them;
   the upstream reproduction is in docs/vllm-notes.md.
 
+- Nesting deeper than ``--max-json-depth`` (a body nested beyond what Python's parser can recurse into
+  raised ``RecursionError`` in the old body check: a 500). The decoded body is kept on the request's
+  :class:`~.asgi.Exchange` for the policies after this one (``fan_out``, ``reply_size``).
+
 Malformed JSON and every type error are left to vLLM, which answers them with 400 itself.
 """
 
@@ -26,9 +30,33 @@ from . import routes
 from .asgi import Receive, Scope, Send, exchange, send_error
 from .policy import Policy
 from .request_schema import RequestSchema
+from .settings import Option, SettingsError
 
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 BIG_BODY = 1 << 18  # parse and walk larger bodies in a thread, off the event loop
+# vLLM refuses a response_format schema nested deeper than 64 levels; the request around it adds
+# at most a handful (response_format.json_schema.schema, tools[i].function.parameters), and a
+# schema level is one or two JSON levels ("items" / "properties": {name: ...}). 160 admits every
+# request vLLM can serve and stays far below the ~1000 levels where Python's parser gives up.
+DEFAULT_MAX_JSON_DEPTH = 160
+NOT_JSON = object()  # Exchange.data for a body that is not JSON (vLLM answers it)
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """Whether objects/arrays nest more than ``limit`` levels (iterative: no recursion to overflow)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def first_huge_int(value: Any) -> str | None:
@@ -117,6 +145,24 @@ def refusal(data: Any, schema: RequestSchema | None) -> tuple[str, str] | None:
 
 
 class FieldValidation(Policy):
+    options = (
+        Option(
+            "max_json_depth",
+            DEFAULT_MAX_JSON_DEPTH,
+            "deepest nesting of objects/arrays a request body may have; deeper gets 400 "
+            f"(default {DEFAULT_MAX_JSON_DEPTH}: room for any response_format schema vLLM accepts)",
+            type=int,
+        ),
+    )
+
+    @classmethod
+    def check(cls, settings) -> None:
+        if not 8 <= settings.max_json_depth <= 900:
+            raise SettingsError(
+                f"--max-json-depth must be between 8 (the shape of a chat request) and 900 (below Python's "
+                f"recursion limit, which vLLM's own parsing meets); got {settings.max_json_depth}"
+            )
+
     def __init__(self, app, settings) -> None:
         super().__init__(app, settings)
         self.schemas: dict[int, RequestSchema | None] = {}
@@ -140,19 +186,25 @@ class FieldValidation(Policy):
         return self.schemas[key]
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = exchange(scope).body
-        if body:
-            schema = self.schema_for(scope)
-            if schema is not None:
-                found = await asyncio.to_thread(_judge, body, schema) if len(body) > BIG_BODY else _judge(body, schema)
-                if found is not None:
-                    return await send_error(send, 400, *found)
+        record = exchange(scope)
+        if record.body:
+            args = (record.body, self.schema_for(scope), self.settings.max_json_depth)
+            big = len(record.body) > BIG_BODY
+            record.data, found = await asyncio.to_thread(_judge, *args) if big else _judge(*args)
+            if found is not None:
+                return await send_error(send, 400, *found)
         await self.app(scope, receive, send)
 
 
-def _judge(body: bytes, schema: RequestSchema) -> tuple[str, str] | None:
+def _judge(body: bytes, schema: RequestSchema | None, max_depth: int) -> tuple[Any, tuple[str, str] | None]:
+    """(the decoded body or NOT_JSON, (message, param) of a refusal or None)."""
+    deep = f"request body nests objects/arrays more than {max_depth} levels deep (--max-json-depth)"
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None  # vLLM answers malformed JSON itself (400)
-    return refusal(data, schema)
+    except RecursionError:
+        return NOT_JSON, (deep, "body")
+    except (ValueError, UnicodeDecodeError):
+        return NOT_JSON, None  # vLLM answers malformed JSON itself (400)
+    if too_deep(data, max_depth):
+        return data, (deep, "body")
+    return data, refusal(data, schema) if schema is not None else None

@@ -2,14 +2,13 @@
 
 Labelling by the raw path would let any client create a metric series per random path; every path
 no route serves is counted as ``unmatched``. The counter lives in prometheus' default registry,
-which vLLM's ``/metrics`` serves.
+which vLLM's ``/metrics`` serves. The status is the one the client was sent (:class:`~.asgi.Outcome`).
 """
 
 from __future__ import annotations
 
 from . import routes
-from .access_log import CLIENT_LEFT
-from .asgi import Receive, Scope, Send
+from .asgi import Outcome, Receive, Scope, Send
 from .policy import Policy
 
 _COUNTER = None
@@ -27,15 +26,12 @@ def requests_counter():
 
 class RouteMetrics(Policy):
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        status = CLIENT_LEFT
-
-        async def observed(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        outcome = Outcome(receive, send)
+        error: BaseException | None = None
         try:
-            await self.app(scope, receive, observed)
+            await self.app(scope, outcome.receive, outcome.send)
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
-            requests_counter().labels(routes.template(scope), str(status)).inc()
+            requests_counter().labels(routes.template(scope), str(outcome.status(error))).inc()

@@ -56,10 +56,11 @@ class Settings:
         unknown = sorted(set(values) - set(self._options))
         if unknown:
             raise TypeError(f"unknown setting(s): {', '.join(unknown)}")
+        given = argparse.Namespace(**{n: values.get(n, o.default) for n, o in self._options.items()})
         for name, option in self._options.items():
             value = values.get(name, option.default)
             if value is None and option.derive is not None:
-                value = option.derive(argparse.Namespace())
+                value = option.derive(given)  # derived from the other values, as from_args does
             setattr(self, name, value)
 
     @classmethod

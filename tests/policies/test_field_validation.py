@@ -227,3 +227,29 @@ def test_client_values_do_not_grow_the_schema_cache():
     for i in range(50):
         schema.problems(chat({"role": "user", "content": [{"type": f"made-up-{i}", "text": "a"}]}))
     assert len(schema._cache) <= size + 2
+
+
+def _nested(depth: int, leaf: str = "1") -> bytes:
+    return (b'{"model":"m","messages":[{"role":"user","content":"hi"}],"chat_template_kwargs":{"x":'
+            + b"[" * depth + leaf.encode() + b"]" * depth + b"}}")  # fmt: skip
+
+
+@pytest.mark.parametrize("depth", [200, 990, 5000, 100_000])
+def test_nesting_past_the_limit_is_a_400_naming_it(check, depth):
+    # 990 parses and used to reach vLLM (accepted: a 200); 5000+ raised RecursionError in the parser
+    status, error = check(_nested(depth))
+    assert status == 400 and "--max-json-depth" in error["message"] and error["param"] == "body", error
+
+
+def test_a_schema_as_deep_as_vllm_accepts_is_not_refused(check):
+    schema: dict = {"type": "string"}
+    for _ in range(64):  # vLLM's own limit on a response_format schema's nesting
+        schema = {"type": "object", "properties": {"a": schema}}
+    body = chat(response_format={"type": "json_schema", "json_schema": {"name": "deep", "schema": schema}})
+    status, error = check(body)
+    assert status == 200, error
+
+
+def test_max_json_depth_is_checked_at_start_up():
+    with pytest.raises(policies.SettingsError, match="--max-json-depth"):
+        policies.check(policies.settings(max_json_depth=5000))

@@ -66,6 +66,14 @@ HAND = {
     "role-missing": (C, {"model": M, "messages": [{"content": "x"}]}),
     "temperature-nan-string": (C, _chat(temperature="NaN")),
     "response-format-bad-schema": (C, _chat(response_format={"type": "json_schema", "json_schema": {"x": 1}})),
+    # the third round (2026-12-02): a 500 through the parser's RecursionError, unbounded fan-out and replies
+    "nested-1000-deep": (C, b'{"model": "sambay-tiny", "messages": ' + b"[" * 1000 + b"]" * 1000 + b"}"),
+    "nested-990-deep-accepted-before": (
+        C,
+        json.dumps(_chat(chat_template_kwargs={"x": 0})).encode().replace(b"0}", b"[" * 990 + b"]" * 990 + b"}"),
+    ),
+    "n-1000": (C, _chat(n=1000)),
+    "logprobs-reply-beyond-the-limit": (C, _chat(max_tokens=400, logprobs=True, top_logprobs=20, n=2)),
     "responses-refusal-part": (  # a previous response's output replayed as input, the model having refused
         "/v1/responses",
         {

@@ -89,6 +89,64 @@ def test_client_disconnect_aborts_the_engine_request(server, auth):
         time.sleep(0.5)
 
 
+def _access_line(server, request_id: str, deadline_s: float = 30) -> dict:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        for line in server["log"].read_text(errors="replace").splitlines():
+            if f'"request_id": "{request_id}"' in line and line.startswith("{"):
+                return json.loads(line)
+        time.sleep(0.3)
+    raise AssertionError(f"no access-log line for {request_id}")
+
+
+def _status_count(base: str, status: str) -> float:
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    pattern = rf'^sambay_server_requests_total\{{route="/v1/completions",status="{status}"\}} (\S+)'
+    found = re.search(pattern, text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_non_streamed_request_whose_client_left_is_logged_499(server, auth):
+    """vLLM answers such a request 200 ``null`` into the closed connection; what the client got is nothing."""
+    before_499, before_200 = _status_count(server["base"], "499"), _status_count(server["base"], "200")
+    request_id = f"left-{time.time_ns()}"
+    body = {"model": MODEL, "prompt": "Keep going", "max_tokens": 400, "ignore_eos": True}
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{server['base']}/v1/completions", json=body, timeout=1.0,
+                   headers={**auth, "X-Request-Id": request_id})  # fmt: skip
+    line = _access_line(server, request_id)
+    assert line["status"] == 499 and line["bytes"] == 0, line
+    assert _status_count(server["base"], "499") == before_499 + 1
+    assert _status_count(server["base"], "200") == before_200
+
+
+def test_n_counts_as_n_sequences_against_max_pending(server, auth):
+    """A request for n sequences takes n slots of --max-pending while it runs, and gives them back."""
+    held_n = server["max_pending"] - 10
+    body = {"model": MODEL, "prompt": "Keep going", "max_tokens": 400, "ignore_eos": True, "stream": True}
+
+    async def run():
+        async with httpx.AsyncClient(timeout=60) as c:
+            async with c.stream("POST", f"{server['base']}/v1/completions", json={**body, "n": held_n},
+                                headers=auth) as r:  # fmt: skip
+                assert r.status_code == 200
+                async for line in r.aiter_lines():
+                    if line.startswith("data: "):
+                        break  # running: its n slots are held
+                over = await c.post(f"{server['base']}/v1/completions", headers=auth,
+                                    json={**body, "stream": False, "max_tokens": 2, "n": 11})  # fmt: skip
+                fits = await c.post(f"{server['base']}/v1/completions", headers=auth,
+                                    json={**body, "stream": False, "max_tokens": 2, "n": 10})  # fmt: skip
+            return over, fits
+
+    over, fits = asyncio.run(run())
+    assert over.status_code == 429 and "needs 11 sequences" in over.json()["error"]["message"], over.text
+    assert fits.status_code == 200, fits.text
+    after = httpx.post(f"{server['base']}/v1/completions", headers=auth, timeout=60,
+                       json={**body, "stream": False, "max_tokens": 2, "n": server["max_pending"]})  # fmt: skip
+    assert after.status_code == 200, after.text  # every slot came back
+
+
 def test_health_deep_and_metrics(server, auth):
     # The deep check generates a token: it needs the key (the shallow one does not).
     assert httpx.get(f"{server['base']}/health?deep=true", timeout=60).status_code == 401
