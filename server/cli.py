@@ -28,19 +28,13 @@ def _given(flag: str, argv: list[str]) -> bool:
 def build_parser():
     """vLLM's serve parser with the sambay-serve flags added (one parser: one ``--help``). The policy
     flags come from the policies' own option declarations, defaults and help included."""
-    from . import policies
+    from . import http, policies
 
     parser = vllm_front.make_arg_parser("sambay-serve: vLLM's OpenAI-compatible server for SambaY, hardened")
     group = parser.add_argument_group("sambay-serve")
-    for option in policies.options():
+    for option in [*policies.options(), *http.OPTIONS]:
         if option.cli_flag is not None:
             group.add_argument(option.cli_flag, type=option.type, default=option.default, help=option.help)
-    group.add_argument(
-        "--header-timeout-s",
-        type=float,
-        default=10.0,
-        help="request headers must arrive within this time (else the connection is closed)",
-    )
     group.add_argument(
         "--graceful-shutdown-s", type=float, default=30.0, help="on SIGTERM, in-flight requests get this long to finish"
     )
@@ -49,7 +43,7 @@ def build_parser():
 
 def parse_args(argv: list[str] | None = None):
     """Parse like ``vllm serve`` and apply sambay-serve's defaults (see the README's server section)."""
-    from . import policies
+    from . import http, policies
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -92,8 +86,16 @@ def parse_args(argv: list[str] | None = None):
     given = _given("--enable-request-id-headers", argv) or _given("--no-enable-request-id-headers", argv)
     args.sambay_request_id_headers = args.enable_request_id_headers if given else True
     args.enable_request_id_headers = False
+    for vllm_flag, ours in http.VLLM_H11_FLAGS.items():  # vLLM's header limits that limit nothing here
+        if _given(vllm_flag, argv):
+            parser.error(
+                f"{vllm_flag} does not limit the HTTP parser sambay-serve runs; use --{ours.replace('_', '-')}"
+            )
+    if hasattr(args, "h11_max_incomplete_event_size"):  # what vLLM hands uvicorn's h11 fallback
+        args.h11_max_incomplete_event_size = args.max_header_bytes
     try:
         policies.check(policies.settings_from_args(args))
+        http.check(http.settings_from_args(args))
     except policies.SettingsError as exc:
         parser.error(str(exc))
     if MIDDLEWARE not in args.middleware:
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     from .event_loop import StopNotingLoop
     from .policies import engine_state
 
-    http.TimedHttpProtocol.header_timeout_s = args.header_timeout_s
+    http.configure(http.settings_from_args(args))
     vllm_front.run(
         args,
         loop_factory=StopNotingLoop,

@@ -4,7 +4,10 @@ The check itself is vLLM's (``AuthenticationMiddleware.verify_token``: case-inse
 SHA-256 digests compared in constant time, any of several keys). What differs is where it applies:
 vLLM guards only paths under ``/v1``, ``/v2``, ``/inference`` and ``/cohere``, leaving ``/tokenize``,
 ``/invocations`` and the admin routes open; here every route is guarded but the probe (shallow
-``/health``), the scraper (``/metrics``) and CORS preflights (``OPTIONS``). The refusal is an
+``/health``), the scraper (``/metrics``) and CORS preflights (``OPTIONS``). ``/tokenize`` and
+``/detokenize`` stay guarded on purpose: they run the tokenizer in vLLM's renderer pool, which every
+generation request waits on, and are not admitted, so open they would let anyone who reaches the
+port queue that pool (``vllm bench serve``, whose alignment probe sends no key, then skips it). The refusal is an
 OpenAI error body with ``WWW-Authenticate: Bearer``. A request that passes is tagged with a digest
 prefix of its key (:attr:`Exchange.api_key_id`), for policies that act per key.
 """

