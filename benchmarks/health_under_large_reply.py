@@ -56,6 +56,12 @@ def start_server(extra: list[str], log) -> tuple[subprocess.Popen, str]:
             raise RuntimeError(f"server exited with {proc.returncode}; see the log")
         try:
             if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                # warm up (the first generation's one-time costs are not what is measured here)
+                body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8,
+                        "logprobs": True, "top_logprobs": 5}  # fmt: skip
+                r = httpx.post(f"{base}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"},
+                               timeout=300)  # fmt: skip
+                r.raise_for_status()
                 return proc, base
         except httpx.HTTPError:
             pass

@@ -1,12 +1,12 @@
 """A reply too large to build on the event loop is refused up front (400 naming the limit and the product).
 
-vLLM builds a non-streamed reply in one piece on the server's only event loop: one pydantic object per
-log-probability entry, then ``model_dump`` and ``json.dumps`` of the whole. A 22 MB logprobs reply
-(``max_tokens`` x ``top_logprobs``) held that loop for 6.5 s, and with it ``/health``: liveness probes
-failed and Kubernetes would restart a healthy pod. Moving the build off the loop would mean replacing
-vLLM's response handlers (a thread does not help: the build is pydantic and ``json`` C calls that hold
-the GIL); a streamed reply is built a step at a time and never stalls. So the bound is on what a reply
-*can* hold, judged from the request before any work is done:
+vLLM builds a non-streamed reply in one piece on the server's only event loop: one pydantic object
+per log-probability entry, then ``model_dump`` and ``json.dumps`` of the whole. A 22 MB logprobs
+reply (``max_tokens`` x ``top_logprobs``) held that loop for 6.5 s (7.9 s measured here), and with
+it ``/health``: liveness probes failed and Kubernetes would restart a healthy pod. Moving the build
+off the loop would mean replacing vLLM's response handlers (a thread does not help: the build is
+pydantic and ``json`` C calls that hold the GIL); a streamed reply is built a step at a time and
+never stalls. So the bound is on what a reply *can* hold, judged from the request before any work:
 
 - generated tokens' entries (non-streamed only): sequences x max output tokens x (top-k + 1);
 - prompt entries (``prompt_logprobs``, ``echo``; streamed or not, they are built at once): prompt
@@ -27,9 +27,9 @@ from .fan_out import prompts_in, sequences
 from .policy import Policy
 from .settings import Option, SettingsError
 
-# Measured with benchmarks/health_under_large_reply.py (docs/server.md): the largest reply this admits
-# keeps /health's p99 under 100 ms on a 2-core CPU host.
-DEFAULT_MAX_REPLY_LOGPROBS = 16384
+# Measured with benchmarks/health_under_large_reply.py (results/cpu/2026-12-03/health-large-reply): on a
+# 2-core CPU host a 252000-entry reply held /health 7.9 s; the largest reply this default admits, 33 ms.
+DEFAULT_MAX_REPLY_LOGPROBS = 4096
 FALLBACK_MAX_MODEL_LEN = 131072
 FALLBACK_VOCAB = 200064  # the published checkpoint's head, for top-k -1 ("every token")
 CHAT_PATHS = ("/v1/chat/completions", "/v1/chat/completions/batch")

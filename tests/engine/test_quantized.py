@@ -227,3 +227,27 @@ def test_layer_names_in_a_config_are_the_checkpoints(quantized, make_engine, tmp
         expected = run_vllm(llm, prompts, 8)
     with make_engine(path) as llm:
         assert run_vllm(llm, prompts, 8) == expected
+
+
+SERVE = {  # scheme -> the command a user runs (sambay-serve and stock vLLM, one scheme each)
+    "W8A8": ["-m", "sambay_server.cli", "--model", "{ckpt}", "--served-model-name", "q"],
+    "W4A16": ["-m", "vllm.entrypoints.cli.main", "serve", "{ckpt}", "--served-model-name", "q", "--dtype", "bfloat16",
+              "--enforce-eager", "--reasoning-parser", "phi4_flash", "--max-model-len", "2048"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+def test_the_quantized_checkpoint_serves_over_http(quantized, serve_subprocess, tmp_path, scheme):
+    """What the README tells users to run on a converted checkpoint answers a chat request."""
+    import sys
+
+    import httpx
+
+    cmd = [sys.executable, *(a.replace("{ckpt}", str(quantized[scheme])) for a in SERVE[scheme])]
+    with serve_subprocess(cmd, tmp_path / "server.log") as (base, _):
+        body = {"model": "q", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+        r = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=120)
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["completion_tokens"] > 0
+    log = (tmp_path / "server.log").read_text(errors="replace")
+    assert "compressed-tensors" in log or "compressed_tensors" in log, "the quantization config was not applied"

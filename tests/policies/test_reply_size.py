@@ -50,7 +50,7 @@ def test_a_reply_past_the_limit_is_a_400_with_the_product_spelled_out():
     "body",
     [
         chat(max_tokens=4000, logprobs=True, top_logprobs=20, stream=True),
-        chat(max_tokens=500, logprobs=True, top_logprobs=20),
+        chat(max_tokens=190, logprobs=True, top_logprobs=20),  # 3990 entries
         chat(max_tokens=8000),
     ],
 )
