@@ -43,13 +43,14 @@ class Product:
 
     entries: int = 0
     terms: list[str] = field(default_factory=list)
-    param: str | None = None
+    param: str | None = None  # the field of the largest term: what the client should change
+    largest: int = 0
 
     def add(self, entries: int, term: str, param: str) -> None:
         self.entries += entries
         self.terms.append(f"{term} = {entries}")
-        if self.param is None or entries > 0:
-            self.param = param
+        self.param = param if self.param is None or entries > self.largest else self.param
+        self.largest = max(self.largest, entries)
 
 
 def _int(value: Any) -> int | None:
@@ -98,19 +99,19 @@ def reply_product(path: str, data: dict, max_model_len: int, vocab: int) -> Prod
     seqs = sequences(path, data)
     prompts = prompts_in(path, data)
     prompt_tokens = _prompt_tokens(data, max_model_len)
+
+    def prompt_entries(copies: int, k: int, name: str, param: str) -> None:
+        entries = copies * prompt_tokens * (_top_k(k, vocab) + 1)
+        product.add(entries, f"{copies} x {prompt_tokens} prompt tokens x ({name} {k} + 1)", param)
+
     if path in COMPLETION_PATHS:
         k = _int(data.get("logprobs"))
         max_out = _int(data.get("max_tokens"))
         max_out_name = "max_tokens"
         if max_out is None:
             max_out, max_out_name = 16, "max_tokens (default 16)"  # vLLM's completions default
-        if k is not None and data.get("echo") is True:
-            kk = _top_k(k, vocab)
-            product.add(
-                seqs * prompt_tokens * (kk + 1),
-                f"echo: {seqs} x {prompt_tokens} prompt tokens x (logprobs {k} + 1)",
-                "echo",
-            )
+        if k is not None and data.get("echo") is True:  # each choice repeats the prompt with its logprobs
+            prompt_entries(seqs, k, "echo with logprobs", "echo")
     elif path in CHAT_PATHS:
         k = _int(data.get("top_logprobs")) or 0 if data.get("logprobs") is True else None
         token_ids = data.get("logprob_token_ids")
@@ -121,12 +122,7 @@ def reply_product(path: str, data: dict, max_model_len: int, vocab: int) -> Prod
         if max_out is None:
             max_out, max_out_name = _int(data.get("max_tokens")), "max_tokens"
         if data.get("echo") is True and data.get("prompt_logprobs") is None and k is not None:
-            kk = _top_k(k, vocab)
-            product.add(
-                prompts * prompt_tokens * (kk + 1),
-                f"echo: {prompts} x {prompt_tokens} prompt tokens x (top_logprobs {k} + 1)",
-                "echo",
-            )
+            prompt_entries(prompts, k, "echo with top_logprobs", "echo")
     elif path in RESPONSES_PATHS:
         k = _int(data.get("top_logprobs"))
         max_out, max_out_name = _int(data.get("max_output_tokens")), "max_output_tokens"
@@ -141,12 +137,7 @@ def reply_product(path: str, data: dict, max_model_len: int, vocab: int) -> Prod
         product.add(seqs * max_out * (kk + 1), term, "stream")
     p = _int(data.get("prompt_logprobs"))
     if p is not None:
-        pp = _top_k(p, vocab)
-        product.add(
-            prompts * prompt_tokens * (pp + 1),
-            f"{prompts} x {prompt_tokens} prompt tokens x (prompt_logprobs {p} + 1)",
-            "prompt_logprobs",
-        )
+        prompt_entries(prompts, p, "prompt_logprobs", "prompt_logprobs")
     return product
 
 

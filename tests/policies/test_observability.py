@@ -64,6 +64,20 @@ def _records(caplog) -> list[dict]:
     return [json.loads(rec.message) for rec in caplog.records if rec.name == "sambay_server.access"]
 
 
+def _request_then_leave(stub, method: str, path: str, body: bytes) -> None:
+    """One request through every policy around ``stub``, from a client that leaves right after sending it."""
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        pass
+
+    app = policies.compose(stub, policies.settings())
+    asyncio.run(app(http_scope(method, path, app=stub), receive, send))
+
+
 def test_an_app_error_is_recorded_as_the_500_the_client_gets(caplog):
     """vLLM's app raising: Starlette's error middleware (outside the policies) sends the 500."""
     from starlette.middleware.errors import ServerErrorMiddleware
@@ -95,18 +109,9 @@ def test_a_non_streamed_reply_after_the_client_left_is_499_not_200(caplog):
             await send({"type": "http.response.body", "body": b"null"})
 
     stub = Cancelled()
-    app = policies.compose(stub, policies.settings())
     before_499, before_200 = count("unmatched", 499), count("unmatched", 200)
     caplog.set_level(logging.INFO, logger="sambay_server.access")
-    messages = [{"type": "http.request", "body": b"{}", "more_body": False}, {"type": "http.disconnect"}]
-
-    async def receive():
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message):
-        pass
-
-    asyncio.run(app(http_scope("POST", "/gone", app=stub), receive, send))
+    _request_then_leave(stub, "POST", "/gone", b"{}")
     assert count("unmatched", 499) == before_499 + 1 and count("unmatched", 200) == before_200
     line = _records(caplog)[-1]
     assert line["status"] == 499 and line["bytes"] == 0
@@ -124,15 +129,6 @@ def test_a_stream_the_client_left_midway_keeps_its_200(caplog):
                 pass
 
     stub = Streams()
-    app = policies.compose(stub, policies.settings())
     caplog.set_level(logging.INFO, logger="sambay_server.access")
-    messages = [{"type": "http.request", "body": b"", "more_body": False}, {"type": "http.disconnect"}]
-
-    async def receive():
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message):
-        pass
-
-    asyncio.run(app(http_scope("GET", "/stream", app=stub), receive, send))
+    _request_then_leave(stub, "GET", "/stream", b"")
     assert _records(caplog)[-1]["status"] == 200
