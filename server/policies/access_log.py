@@ -23,19 +23,15 @@ class AccessLog(Policy):
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         outcome = Outcome(receive, send)
-        error: BaseException | None = None
         try:
-            await self.app(scope, outcome.receive, outcome.send)
-        except BaseException as exc:
-            error = exc
-            raise
+            await outcome.call(self.app, scope)
         finally:
             line = {
                 "request_id": exchange(scope).request_id,
                 "method": scope["method"],
                 "route": routes.template(scope),
                 "path": scope["path"][:200],
-                "status": outcome.status(error),
+                "status": outcome.final,
                 "bytes": outcome.bytes,
                 "latency_ms": round((time.perf_counter() - start) * 1e3, 1),
             }

@@ -58,6 +58,7 @@ class Outcome:
         self.started: int | None = None  # the status line sent while the client was connected
         self.bytes = 0
         self.client_left = False
+        self.final = CLIENT_LEFT  # set by call(); what it reports if the app never ran
 
     async def receive(self) -> Message:
         message = await self._receive()
@@ -71,6 +72,15 @@ class Outcome:
         elif message["type"] == "http.response.body" and self.started is not None and not self.client_left:
             self.bytes += len(message.get("body", b""))
         await self._send(message)
+
+    async def call(self, app: ASGIApp, scope: Scope) -> None:
+        """Run ``app`` on this exchange; :attr:`final` holds the status of record however it ends."""
+        try:
+            await app(scope, self.receive, self.send)
+        except BaseException as exc:
+            self.final = self.status(exc)
+            raise
+        self.final = self.status(None)
 
     def status(self, error: BaseException | None) -> int:
         """The status of record once the app has returned (``error``: what it raised, if anything)."""

@@ -27,11 +27,7 @@ def requests_counter():
 class RouteMetrics(Policy):
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         outcome = Outcome(receive, send)
-        error: BaseException | None = None
         try:
-            await self.app(scope, outcome.receive, outcome.send)
-        except BaseException as exc:
-            error = exc
-            raise
+            await outcome.call(self.app, scope)
         finally:
-            requests_counter().labels(routes.template(scope), str(outcome.status(error))).inc()
+            requests_counter().labels(routes.template(scope), str(outcome.final)).inc()
